@@ -1,0 +1,26 @@
+"""langneurons: find, measure and steer the language-specific neurons of causal language models.
+
+The pipeline, each arrow a function here and a ``langneurons`` subcommand::
+
+    record -> ActivationStats -> identify -> NeuronSet -> deactivate / activate -> perplexity_matrix
+"""
+
+from langneurons._version import __version__
+from langneurons.architectures import ArchitectureSpec, register_architecture, registered_model_types
+from langneurons.errors import LangNeuronsError
+from langneurons.interventions import Activate, Deactivate, activate, deactivate, intervene
+from langneurons.loading import load_model
+from langneurons.methods import available_methods, get_method, identify, random_like
+from langneurons.neuronset import NeuronSet, load_neurons, load_reference_masks, save_reference_masks
+from langneurons.perplexity import PerplexityMatrix, load_perplexity, perplexity_matrix
+from langneurons.recorder import record
+from langneurons.sites import locate_site
+from langneurons.stats import ActivationStats, load_stats
+
+__all__ = [
+    "Activate", "ActivationStats", "ArchitectureSpec", "Deactivate", "LangNeuronsError", "NeuronSet",
+    "PerplexityMatrix", "__version__", "activate", "available_methods", "deactivate", "get_method", "identify",
+    "intervene", "load_model", "load_neurons", "load_perplexity", "load_reference_masks", "load_stats",
+    "locate_site", "perplexity_matrix", "random_like", "record", "register_architecture",
+    "registered_model_types", "save_reference_masks",
+]

@@ -1,0 +1,37 @@
+"""Options shared by several subcommands (model loading, corpus packing, run settings)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="Hugging Face hub id or local directory of a causal LM")
+    parser.add_argument("--revision", default=None, help="model revision (branch, tag or commit) on the hub")
+    parser.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available)")
+    parser.add_argument(
+        "--dtype",
+        default=None,
+        choices=["float32", "bfloat16", "float16"],
+        help="compute dtype (default: float32 on CPU, bfloat16 on GPU)",
+    )
+    parser.add_argument(
+        "--site",
+        default="ffn.act",
+        help="neuron site: ffn.act (act_fn output, the papers' default) or ffn.down_in (input of the down projection)",
+    )
+
+
+def add_corpus_options(parser: argparse.ArgumentParser, corpus_help: str) -> None:
+    parser.add_argument("--corpus", required=True, help=corpus_help)
+    parser.add_argument("--langs", default=None, help="comma-separated languages (default: every {lang}.txt/.jsonl file)")
+    parser.add_argument("--seq-len", type=int, default=None, help="window length (default: model context, at most 4096)")
+    parser.add_argument("--max-tokens", type=int, default=None, help="cap on tokens per language")
+    parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
+
+
+def parse_langs(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    langs = [part.strip() for part in value.split(",") if part.strip()]
+    return langs or None

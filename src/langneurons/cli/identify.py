@@ -1,0 +1,62 @@
+"""``langneurons identify``: select language-specific neurons from recorded statistics."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "identify", help="select language-specific neurons (lape, lave, lap, random)",
+        description="Fit an identification method on recorded statistics and write the neuron set.",
+    )
+    parser.add_argument("--stats", required=True, help="statistics directory written by `langneurons record`")
+    parser.add_argument("--method", default="lape", help="lape (default), lave, lap or random")
+    parser.add_argument("--out", required=True, help="output neuron-set directory (e.g. runs/x/lape.neurons)")
+    parser.add_argument("--top-rate", type=float, default=None, help="share of all neurons selected (paper: 0.01)")
+    parser.add_argument("--filter-rate", type=float, default=None, help="LAPE/LAVE filter percentile (paper: 0.95)")
+    parser.add_argument("--activation-bar-ratio", type=float, default=None,
+                        help="LAPE/LAVE assignment percentile (paper: 0.95)")
+    parser.add_argument("--activation-threshold", type=float, default=None, help="LAP probability threshold (0.95)")
+    parser.add_argument("--seed", type=int, default=None, help="random: seed")
+    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                        help="any other method parameter (JSON value), repeatable")
+    parser.add_argument("--langs", default=None, help="restrict to these languages (comma-separated)")
+    parser.set_defaults(func=run)
+
+
+def method_params(args: argparse.Namespace) -> dict:
+    from langneurons.errors import LangNeuronsError
+
+    params = {}
+    for name in ("top_rate", "filter_rate", "activation_bar_ratio", "activation_threshold", "seed"):
+        value = getattr(args, name)
+        if value is not None:
+            params[name] = value
+    for item in args.param:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise LangNeuronsError(f"--param must be NAME=VALUE, got {item!r}")
+        try:
+            params[name.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            params[name.replace("-", "_")] = value
+    return params
+
+
+def run(args: argparse.Namespace) -> int:
+    from langneurons.cli._common import parse_langs
+    from langneurons.methods import get_method
+    from langneurons.stats import load_stats
+
+    method = get_method(args.method, **method_params(args))  # validates before any loading
+    stats = load_stats(args.stats)
+    langs = parse_langs(args.langs)
+    if langs:
+        stats = stats.select_languages(langs)
+    neurons = method.fit(stats).select()
+    neurons.save(args.out)
+    sizes = ", ".join(f"{lang} {n}" for lang, n in neurons.sizes().items())
+    print(f"wrote {args.out}: {args.method} neurons per language: {sizes}")
+    return 0

@@ -1,0 +1,66 @@
+"""Entry point of the ``langneurons`` command.
+
+Each subcommand lives in its own module of this package and exposes ``add_parser(subparsers)``,
+which registers the subcommand and sets ``func`` (called with the parsed namespace). Heavy imports
+(torch, transformers) happen inside ``func`` so that ``langneurons --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from langneurons._version import __version__
+from langneurons.errors import LangNeuronsError
+
+# Subcommand modules, in the order ``--help`` lists them.
+COMMAND_MODULES = [
+    "record",
+    "merge",
+    "identify",
+    "perplexity",
+    "masks",
+    "demo",
+    "toy",
+    "report",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="langneurons",
+        description="Find, measure and steer language-specific neurons of causal language models.",
+    )
+    parser.add_argument("--version", action="version", version=f"langneurons {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"langneurons.cli.{name}")
+        except ModuleNotFoundError as exc:  # a subcommand not written yet
+            if exc.name == f"langneurons.cli.{name}":
+                continue
+            raise
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 1
+    try:
+        result = args.func(args)
+    except LangNeuronsError as exc:
+        print(f"langneurons {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"langneurons {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""``langneurons masks``: export / import the LAPE reference code's ``*.neuron.pth`` mask files."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("masks", help="convert neuron sets to / from the reference *.neuron.pth format")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    export = actions.add_parser("export", help="neuron set -> reference mask file")
+    export.add_argument("neurons", help="neuron-set directory")
+    export.add_argument("--out", required=True, help="mask file to write (e.g. llama-7b.neuron.pth)")
+    export.set_defaults(func=run_export)
+    imp = actions.add_parser("import", help="reference mask file -> neuron set")
+    imp.add_argument("masks", help="reference mask file (torch.save of List[lang][layer] -> LongTensor)")
+    imp.add_argument("--langs", required=True, help="languages of the masks, in order (comma-separated)")
+    imp.add_argument("--width", required=True, type=int, help="neurons per layer (the model's FFN width)")
+    imp.add_argument("--site", default="ffn.act", help="neuron site the ids refer to")
+    imp.add_argument("--out", required=True, help="neuron-set directory to write")
+    imp.set_defaults(func=run_import)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from langneurons.neuronset import load_neurons, save_reference_masks
+
+    neurons = load_neurons(args.neurons)
+    save_reference_masks(neurons, args.out)
+    print(f"wrote {args.out}: languages {', '.join(neurons.languages)} (in this order)")
+    return 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from langneurons.cli._common import parse_langs
+    from langneurons.neuronset import load_reference_masks
+
+    neurons = load_reference_masks(args.masks, parse_langs(args.langs) or [], args.width, site=args.site)
+    neurons.save(args.out)
+    print(f"wrote {args.out}: {neurons.sizes()}")
+    return 0

@@ -1,0 +1,52 @@
+"""``langneurons perplexity``: the deactivation perplexity matrix (LAPE paper, Figure 2)."""
+
+from __future__ import annotations
+
+import argparse
+
+from langneurons.cli._common import add_corpus_options, add_model_options, parse_langs
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "perplexity", help="perplexity per language with each language's neurons deactivated",
+        description="Rows: normal, random, one per deactivated language; columns: evaluated language. "
+                    "Writes perplexity.csv, nll.csv, meta.json and perplexity_change.png.",
+    )
+    add_model_options(parser)
+    add_corpus_options(parser, "validation directory of {lang}.txt or {lang}.jsonl files")
+    parser.add_argument("--neurons", required=True, help="neuron set written by `langneurons identify`")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random row")
+    parser.add_argument("--no-random", action="store_true", help="skip the random row")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from langneurons.neuronset import load_neurons
+    from langneurons.perplexity import perplexity_matrix
+
+    neurons = load_neurons(args.neurons)  # fail fast before loading the model
+    if args.site != "ffn.act" and args.site != neurons.site:
+        from langneurons.errors import LangNeuronsError
+
+        raise LangNeuronsError(f"--site {args.site} differs from the neuron set's site {neurons.site}")
+    matrix = perplexity_matrix(
+        args.model, args.corpus, neurons, langs=parse_langs(args.langs), max_tokens=args.max_tokens,
+        seq_len=args.seq_len, batch_size=args.batch_size, device=args.device, dtype=args.dtype,
+        random_seed=args.seed, include_random=not args.no_random, progress=not args.no_progress,
+    )
+    matrix.save(args.out)
+    print(format_matrix(matrix))
+    print(f"wrote {args.out}/perplexity.csv, nll.csv, perplexity_change.png")
+    return 0
+
+
+def format_matrix(matrix) -> str:
+    """The perplexity matrix as an aligned text table."""
+    width = max(8, *(len(c) for c in matrix.conditions))
+    lines = ["perplexity".ljust(width) + "".join(f"{lang:>10}" for lang in matrix.languages)]
+    for condition, row in zip(matrix.conditions, matrix.perplexity.tolist()):
+        lines.append(condition.ljust(width) + "".join(f"{value:>10.3f}" for value in row))
+    return "\n".join(lines)

@@ -1,0 +1,162 @@
+"""Per-language corpora: finding ``{lang}.txt`` / ``{lang}.jsonl`` files and packing them into windows.
+
+Packing follows the LAPE reference code: every document is tokenized without special tokens, the
+documents are joined with the EOS token (when the tokenizer has one), the token stream is cut into
+non-overlapping windows of ``seq_len`` and the remainder is dropped; ``max_tokens`` caps a language.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from langneurons.errors import LangNeuronsError
+
+CORPUS_SUFFIXES = (".txt", ".jsonl")
+MAX_DEFAULT_SEQ_LEN = 4096
+_TOKENIZE_CHUNK = 512
+
+
+def find_corpus_files(directory: str | Path, langs: list[str] | None = None) -> dict[str, Path]:
+    """``{lang: file}`` for the corpus directory; languages from file names unless ``langs`` is given."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise LangNeuronsError(f"corpus directory {str(root)!r} does not exist")
+    found: dict[str, Path] = {}
+    for path in sorted(root.iterdir()):
+        if path.is_file() and path.suffix in CORPUS_SUFFIXES and not path.name.startswith("."):
+            if path.stem in found:
+                raise LangNeuronsError(f"corpus {str(root)!r} has both {found[path.stem].name} and {path.name}")
+            found[path.stem] = path
+    if not found:
+        raise LangNeuronsError(f"corpus directory {str(root)!r} has no {{lang}}.txt or {{lang}}.jsonl files")
+    if langs is None:
+        return found
+    missing = [lang for lang in langs if lang not in found]
+    if missing:
+        raise LangNeuronsError(
+            f"no corpus file for language(s) {', '.join(missing)} in {str(root)!r} (found: {', '.join(found)})"
+        )
+    return {lang: found[lang] for lang in langs}
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_documents(path: str | Path) -> list[str]:
+    """Documents of one file: non-blank lines of a ``.txt``, the ``text`` field of a ``.jsonl``."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise LangNeuronsError(f"corpus file {str(path)!r} is not valid UTF-8 (byte {exc.start})") from None
+    except OSError as exc:
+        raise LangNeuronsError(f"cannot read corpus file {str(path)!r}: {exc.strerror}") from None
+    if path.suffix == ".jsonl":
+        documents = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                text = record["text"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise LangNeuronsError(f"{str(path)!r} line {number}: not a JSON object with a 'text' field") from None
+            if isinstance(text, str) and text.strip():
+                documents.append(text)
+    else:
+        documents = [line for line in lines if line.strip()]
+    if not documents:
+        raise LangNeuronsError(f"corpus file {str(path)!r} is empty")
+    return documents
+
+
+def pack_windows(
+    tokenizer: Any, documents: list[str], seq_len: int, max_tokens: int | None = None, name: str = "corpus"
+) -> torch.Tensor:
+    """Token windows ``LongTensor[num_windows, seq_len]`` of ``documents`` joined with EOS.
+
+    Tokenization stops as soon as ``max_tokens`` tokens are available.
+    """
+    if seq_len < 2:
+        raise LangNeuronsError(f"--seq-len must be at least 2, got {seq_len}")
+    if max_tokens is not None and max_tokens < seq_len:
+        raise LangNeuronsError(f"--max-tokens {max_tokens} is smaller than one window (--seq-len {seq_len})")
+    eos = getattr(tokenizer, "eos_token_id", None)
+    stream: list[int] = []
+    for start in range(0, len(documents), _TOKENIZE_CHUNK):
+        encoded = tokenizer(documents[start : start + _TOKENIZE_CHUNK], add_special_tokens=False)["input_ids"]
+        for ids in encoded:
+            if stream and eos is not None:
+                stream.append(eos)
+            stream.extend(ids)
+        if max_tokens is not None and len(stream) >= max_tokens:
+            break
+    usable = len(stream) if max_tokens is None else min(len(stream), max_tokens)
+    usable = usable // seq_len * seq_len
+    if usable == 0:
+        raise LangNeuronsError(f"{name} has {len(stream)} tokens, fewer than one window of --seq-len {seq_len}")
+    return torch.tensor(stream[:usable], dtype=torch.long).view(-1, seq_len)
+
+
+def default_seq_len(model: Any) -> int:
+    """The model's context length, capped at 4096."""
+    config = getattr(model, "config", None)
+    for attribute in ("max_position_embeddings", "n_positions", "seq_length", "max_sequence_length"):
+        value = getattr(config, attribute, None)
+        if isinstance(value, int) and value > 0:
+            return min(value, MAX_DEFAULT_SEQ_LEN)
+    return 2048
+
+
+@dataclass
+class PackedCorpus:
+    """Token windows per language and the provenance of each file."""
+
+    windows: dict[str, torch.Tensor]
+    files: dict[str, dict[str, Any]]
+    seq_len: int
+    max_tokens: int | None
+
+    @property
+    def languages(self) -> list[str]:
+        return list(self.windows)
+
+    def provenance(self) -> dict[str, Any]:
+        return {"seq_len": self.seq_len, "max_tokens": self.max_tokens, "files": self.files}
+
+
+def load_corpus(
+    directory: str | Path,
+    tokenizer: Any,
+    seq_len: int,
+    langs: list[str] | None = None,
+    max_tokens: int | None = None,
+) -> PackedCorpus:
+    """Read and pack every language of a corpus directory (deterministic)."""
+    if max_tokens is not None and max_tokens < seq_len:
+        raise LangNeuronsError(f"--max-tokens {max_tokens} is smaller than one window (--seq-len {seq_len})")
+    files = find_corpus_files(directory, langs)
+    windows: dict[str, torch.Tensor] = {}
+    provenance: dict[str, dict[str, Any]] = {}
+    for lang, path in files.items():
+        documents = read_documents(path)
+        windows[lang] = pack_windows(tokenizer, documents, seq_len, max_tokens, name=f"language {lang!r} ({path.name})")
+        provenance[lang] = {
+            "file": path.name,
+            "sha256": file_sha256(path),
+            "documents": len(documents),
+            "windows": int(windows[lang].shape[0]),
+            "tokens": int(windows[lang].numel()),
+        }
+    return PackedCorpus(windows, provenance, seq_len, max_tokens)

@@ -1,0 +1,204 @@
+"""The deactivation perplexity matrix (LAPE paper, Figures 2-3).
+
+Rows are conditions (``normal``, ``random``, then one row per language whose neurons are
+deactivated), columns the evaluated languages. Each entry is the mean negative log-likelihood over
+every predicted token of that language's non-overlapping windows, and its exponential (perplexity).
+The ``random`` row deactivates, for column ``j``, a seeded random set as large as language ``j``'s.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from langneurons.artefacts import atomic_directory, sidecar, write_json
+from langneurons.corpus import PackedCorpus, default_seq_len, load_corpus
+from langneurons.errors import LangNeuronsError
+from langneurons.interventions import deactivate
+from langneurons.loading import LoadedModel, as_loaded
+from langneurons.methods.baselines import random_like
+from langneurons.neuronset import NeuronSet
+from langneurons.sites import input_device, locate_site
+
+KIND = "perplexity_matrix"
+SCHEMA_VERSION = 1
+
+
+@torch.inference_mode()
+def corpus_nll(model: nn.Module, windows: torch.Tensor, batch_size: int = 8, bar: tqdm | None = None
+               ) -> tuple[float, int]:
+    """Summed NLL (nats) and number of predicted tokens over windows ``long[n, seq]``."""
+    device = input_device(model)
+    total, count = 0.0, 0
+    for start in range(0, windows.shape[0], batch_size):
+        batch = windows[start : start + batch_size].to(device)
+        logits = model(input_ids=batch, use_cache=False).logits
+        targets = batch[:, 1:].to(logits.device)
+        loss = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                               reduction="sum")
+        total += float(loss)
+        count += targets.numel()
+        if bar is not None:
+            bar.update(int(batch.numel()))
+    return total, count
+
+
+@dataclass
+class PerplexityMatrix:
+    """Mean NLL per (condition, evaluated language); ``nll[row, column]``, ``float64``."""
+
+    conditions: list[str]
+    languages: list[str]
+    nll: torch.Tensor
+    tokens: dict[str, int]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def perplexity(self) -> torch.Tensor:
+        return self.nll.exp()
+
+    def row(self, condition: str) -> torch.Tensor:
+        return self.perplexity[self.conditions.index(condition)]
+
+    def change(self, relative: bool = False) -> torch.Tensor:
+        """Perplexity minus the ``normal`` row (or divided by it minus 1 with ``relative``)."""
+        normal = self.row("normal")
+        return self.perplexity / normal - 1 if relative else self.perplexity - normal
+
+    def _write_csv(self, path: Path, values: torch.Tensor) -> None:
+        with open(path, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["condition", *self.languages])
+            for condition, row in zip(self.conditions, values.tolist()):
+                writer.writerow([condition, *(f"{value:.6f}" for value in row)])
+
+    def save(self, directory: str | Path, plot: bool = True) -> Path:
+        """Write ``perplexity.csv``, ``nll.csv``, ``meta.json`` and ``perplexity_change.png`` atomically."""
+        with atomic_directory(directory) as staging:
+            self._write_csv(staging / "perplexity.csv", self.perplexity)
+            self._write_csv(staging / "nll.csv", self.nll)
+            meta = {"conditions": self.conditions, "languages": self.languages, "tokens": self.tokens, **self.meta}
+            write_json(staging / "meta.json", sidecar(KIND, SCHEMA_VERSION, meta))
+            if plot:
+                from langneurons.plots import perplexity_heatmap
+
+                perplexity_heatmap(self, staging / "perplexity_change.png")
+        return Path(directory)
+
+
+def load_perplexity(directory: str | Path) -> PerplexityMatrix:
+    """Read a matrix written by :meth:`PerplexityMatrix.save`."""
+    import json
+
+    root = Path(directory)
+    try:
+        meta = json.loads((root / "meta.json").read_text())
+        with open(root / "nll.csv", newline="") as handle:
+            rows = list(csv.reader(handle))
+    except (OSError, ValueError) as exc:
+        raise LangNeuronsError(f"{str(root)!r} is not a perplexity matrix: {exc}") from None
+    languages = rows[0][1:]
+    conditions = [row[0] for row in rows[1:]]
+    nll = torch.tensor([[float(v) for v in row[1:]] for row in rows[1:]], dtype=torch.float64)
+    extra = {k: v for k, v in meta.items() if k not in ("conditions", "languages", "tokens")}
+    return PerplexityMatrix(conditions, languages, nll, meta.get("tokens", {}), extra)
+
+
+def perplexity_matrix(
+    model: nn.Module | LoadedModel | str,
+    corpus: str | Path | PackedCorpus,
+    neurons: NeuronSet,
+    langs: list[str] | None = None,
+    max_tokens: int | None = None,
+    seq_len: int | None = None,
+    batch_size: int = 8,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    tokenizer: Any = None,
+    random_seed: int = 0,
+    include_random: bool = True,
+    deactivate_languages: list[str] | None = None,
+    progress: bool = True,
+) -> PerplexityMatrix:
+    """Evaluate every condition on every language of ``corpus`` (Figure 2 of the LAPE paper)."""
+    loaded = as_loaded(model, tokenizer, device=device, dtype=dtype)
+    site_map = locate_site(loaded.model, neurons.site)
+    neurons.check_shape(site_map.num_layers, site_map.width, what=f"model {loaded.name!r}")
+    if isinstance(corpus, PackedCorpus):
+        packed = corpus
+    else:
+        length = seq_len or default_seq_len(loaded.model)
+        packed = load_corpus(corpus, loaded.tokenizer, length, langs=langs, max_tokens=max_tokens)
+    rows = deactivate_languages if deactivate_languages is not None else neurons.languages
+    for lang in rows:
+        neurons.layers(lang)  # clear error for an unknown language
+    random_set = random_like(neurons, seed=random_seed) if include_random else None
+    conditions = ["normal"] + (["random"] if include_random else []) + list(rows)
+    nll = torch.zeros(len(conditions), len(packed.languages), dtype=torch.float64)
+    tokens: dict[str, int] = {}
+    total = sum(int(w.numel()) for w in packed.windows.values()) * len(conditions)
+    with tqdm(total=total, unit="tok", unit_scale=True, disable=not progress, dynamic_ncols=True) as bar:
+        for r, condition in enumerate(conditions):
+            for c, lang in enumerate(packed.languages):
+                bar.set_description(f"ppl {condition}->{lang}")
+                if condition == "normal":
+                    edit_set, edit_lang = None, None
+                elif condition == "random":
+                    edit_set = random_set
+                    edit_lang = lang if lang in random_set.languages else random_set.languages[c % len(random_set.languages)]
+                else:
+                    edit_set, edit_lang = neurons, condition
+                if edit_set is None:
+                    total_nll, count = corpus_nll(loaded.model, packed.windows[lang], batch_size, bar)
+                else:
+                    with deactivate(loaded.model, edit_set, edit_lang, site_map=site_map):
+                        total_nll, count = corpus_nll(loaded.model, packed.windows[lang], batch_size, bar)
+                nll[r, c] = total_nll / count
+                tokens[lang] = count
+    if not bool(torch.isfinite(nll).all()):
+        raise LangNeuronsError("perplexity is not finite (try --dtype float32)")
+    meta = {
+        **loaded.provenance(),
+        "site": neurons.site,
+        "neurons": {"method": neurons.method, "parameters": neurons.parameters, "sizes": neurons.sizes(),
+                    "source": neurons.source},
+        "random": {"seed": random_seed, "sizes": random_set.sizes() if random_set else None},
+        "corpus": {"path": None if isinstance(corpus, PackedCorpus) else str(corpus), **packed.provenance()},
+        "parameters": {"batch_size": batch_size},
+        "nll_unit": "nats per predicted token",
+    }
+    return PerplexityMatrix(conditions, list(packed.languages), nll, tokens, meta)
+
+
+def summary(matrix: PerplexityMatrix) -> dict[str, float]:
+    """Diagonal vs off-diagonal relative increase, and vs the random row (the demo's science check)."""
+    change = matrix.change(relative=True)
+    diagonal, off, random_row = [], [], []
+    row_max_on_diagonal = 0
+    evaluated = [c for c in matrix.conditions if c in matrix.languages]
+    for condition in evaluated:
+        r, c = matrix.conditions.index(condition), matrix.languages.index(condition)
+        diagonal.append(float(change[r, c]))
+        off.extend(float(change[r, j]) for j in range(len(matrix.languages)) if j != c)
+        row_max_on_diagonal += int(int(change[r].argmax()) == c)
+    if "random" in matrix.conditions:
+        random_row = [float(v) for v in change[matrix.conditions.index("random")]]
+
+    def mean(values: list[float]) -> float:
+        return sum(values) / len(values) if values else math.nan
+
+    return {
+        "mean_diagonal_increase": mean(diagonal),
+        "mean_off_diagonal_increase": mean(off),
+        "mean_random_increase": mean(random_row),
+        "row_max_on_diagonal": row_max_on_diagonal,
+        "rows": len(evaluated),
+    }

@@ -1,0 +1,162 @@
+"""Neuron sites: which tensor of each decoder layer is "the neurons", and hooks that read or edit it.
+
+A site is a name such as ``ffn.act`` (output of the FFN activation module, the LAPE paper's
+``act_fn(h W_1)``) or ``ffn.down_in`` (input of the down projection, the vector that multiplies
+``W_down``; for gated MLPs this is ``act_fn(gate) * up``). :func:`locate_site` maps a site to one
+module per layer by the architecture registry, :func:`validate_site` checks on the loaded model that
+the hook fires once per layer with the same width, and :func:`site_hooks` attaches a function to
+every layer without modifying the model.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterator, Literal
+
+import torch
+from torch import nn
+
+from langneurons.architectures import ArchitectureSpec, get_submodule, resolve_architecture
+from langneurons.errors import LangNeuronsError
+
+#: site name -> (spec attribute naming the module, which side of the module holds the neurons)
+SITES: dict[str, tuple[str, Literal["output", "input"]]] = {
+    "ffn.act": ("ffn_act", "output"),
+    "ffn.down_in": ("ffn_down", "input"),
+    "attn.q": ("attn_q", "output"),
+    "attn.k": ("attn_k", "output"),
+    "attn.v": ("attn_v", "output"),
+    "attn.qkv": ("attn_qkv", "output"),
+    "attn.o_in": ("attn_o", "input"),
+}
+
+#: ``fn(layer, tensor[..., width]) -> replacement tensor or None``
+SiteFunction = Callable[[int, torch.Tensor], "torch.Tensor | None"]
+
+
+@dataclass
+class SiteMap:
+    """One module per decoder layer for a site, and the width of the neuron vector there."""
+
+    site: str
+    side: Literal["output", "input"]
+    modules: list[nn.Module]
+    spec: ArchitectureSpec
+    model_type: str
+    width: int | None = None
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.modules)
+
+    def describe(self) -> dict:
+        module_path = getattr(self.spec, SITES[self.site][0])
+        return {
+            "site": self.site,
+            "side": self.side,
+            "module": f"{self.spec.layers}.{{layer}}.{module_path}",
+            "model_type": self.model_type,
+            "num_layers": self.num_layers,
+            "width": self.width,
+        }
+
+
+def model_type_of(model: nn.Module) -> str:
+    return getattr(getattr(model, "config", None), "model_type", None) or type(model).__name__
+
+
+def locate_site(model: nn.Module, site: str = "ffn.act", validate: bool = True) -> SiteMap:
+    """Map ``site`` to one module per decoder layer of ``model`` (validated unless ``validate=False``)."""
+    if site not in SITES:
+        raise LangNeuronsError(f"unknown neuron site {site!r}; known sites: {', '.join(SITES)}")
+    spec = resolve_architecture(model)
+    attribute, side = SITES[site]
+    path = getattr(spec, attribute)
+    model_type = model_type_of(model)
+    if path is None:
+        raise LangNeuronsError(f"site {site!r} does not exist in model type {model_type!r}")
+    layers = get_submodule(model, spec.layers)
+    modules = [get_submodule(layer, path) for layer in layers]
+    if any(module is None for module in modules):
+        raise LangNeuronsError(f"model type {model_type!r}: no module {path!r} in every layer of {spec.layers!r}")
+    if len({id(module) for module in modules}) != len(modules):
+        raise LangNeuronsError(
+            f"model type {model_type!r}: the module {path!r} is shared between layers; "
+            "use the site ffn.down_in instead"
+        )
+    site_map = SiteMap(site=site, side=side, modules=modules, spec=spec, model_type=model_type)
+    if validate:
+        validate_site(model, site_map)
+    return site_map
+
+
+def input_device(model: nn.Module) -> torch.device:
+    """The device that input ids must be on (the embedding's, also under a device map)."""
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    if embeddings is not None:
+        return embeddings.weight.device
+    return next(model.parameters()).device
+
+
+@torch.inference_mode()
+def validate_site(model: nn.Module, site_map: SiteMap) -> int:
+    """Run four tokens through ``model`` and check the site fires once per layer with one width.
+
+    Sets and returns ``site_map.width``.
+    """
+    calls: list[list[int]] = [[] for _ in site_map.modules]
+
+    def record_width(layer: int, tensor: torch.Tensor) -> None:
+        calls[layer].append(tensor.shape[-1])
+
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None) or 4
+    ids = (torch.arange(4) % max(int(vocab), 1)).unsqueeze(0).to(input_device(model))
+    with site_hooks(site_map, record_width):
+        model(input_ids=ids, use_cache=False)
+    counts = [len(c) for c in calls]
+    widths = {w for c in calls for w in c}
+    if any(count != 1 for count in counts) or len(widths) != 1:
+        raise LangNeuronsError(
+            f"model type {site_map.model_type!r}: the site {site_map.site!r} did not fire exactly once per layer "
+            f"with one width (calls per layer {counts}, widths {sorted(widths)}); "
+            "register the right module names with langneurons.register_architecture"
+        )
+    site_map.width = widths.pop()
+    return site_map.width
+
+
+def _make_output_hook(fn: SiteFunction, layer: int):
+    def hook(module, args, output):
+        if isinstance(output, tuple):
+            replaced = fn(layer, output[0])
+            return None if replaced is None else (replaced, *output[1:])
+        return fn(layer, output)
+
+    return hook
+
+
+def _make_input_hook(fn: SiteFunction, layer: int):
+    def hook(module, args):
+        replaced = fn(layer, args[0])
+        return None if replaced is None else (replaced, *args[1:])
+
+    return hook
+
+
+@contextmanager
+def site_hooks(site_map: SiteMap, fn: SiteFunction, layers: set[int] | None = None) -> Iterator[None]:
+    """Attach ``fn`` at the site of every layer (or of ``layers``) while the context is open."""
+    handles = []
+    try:
+        for layer, module in enumerate(site_map.modules):
+            if layers is not None and layer not in layers:
+                continue
+            if site_map.side == "output":
+                handles.append(module.register_forward_hook(_make_output_hook(fn, layer)))
+            else:
+                handles.append(module.register_forward_pre_hook(_make_input_hook(fn, layer)))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -19,9 +19,9 @@ def packed(corpus_dir, tokenizer):
 
 def test_sharded_and_merged_equals_one_run(packed, tokenizer):
     model = tiny_model("llama", vocab_size=300)
-    whole = ln.record(model, packed, tokenizer=tokenizer, batch_size=4, progress=False)
+    whole = ln.record(model, packed, tokenizer=tokenizer, batch_size=4, reduce_dtype="float64", progress=False)
     shards = [ln.record(model, packed, tokenizer=tokenizer, batch_size=2, shard_index=i, num_shards=3,
-                        progress=False) for i in range(3)]
+                        reduce_dtype="float64", progress=False) for i in range(3)]
     merged = shards[0].merge(shards[1]).merge(shards[2])
     assert merged.languages == whole.languages
     assert torch.equal(merged.positive_count, whole.positive_count)
@@ -32,10 +32,10 @@ def test_sharded_and_merged_equals_one_run(packed, tokenizer):
 
 def test_batch_size_does_not_change_counts(packed, tokenizer):
     model = tiny_model("gpt2", vocab_size=300)
-    one = ln.record(model, packed, tokenizer=tokenizer, batch_size=1, progress=False)
-    many = ln.record(model, packed, tokenizer=tokenizer, batch_size=5, progress=False)
+    one = ln.record(model, packed, tokenizer=tokenizer, batch_size=1, reduce_dtype="float64", progress=False)
+    many = ln.record(model, packed, tokenizer=tokenizer, batch_size=5, reduce_dtype="float64", progress=False)
     assert torch.equal(one.positive_count, many.positive_count)
-    torch.testing.assert_close(one.activation_sum, many.activation_sum, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(one.activation_sum, many.activation_sum, rtol=1e-9, atol=1e-9)
 
 
 def test_merge_unites_languages_and_rejects_other_shapes():

@@ -18,6 +18,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--out", required=True, help="output statistics directory")
     parser.add_argument("--device-map", default=None, help="accelerate device map, e.g. auto, for big models")
     parser.add_argument("--shard", default=None, metavar="I/N", help="record only shard I of N (merge them later)")
+    parser.add_argument("--reduce-dtype", default="float32", choices=["float32", "float64"],
+                        help="dtype of per-batch block sums (float64: exact, slower); accumulation is float64")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -41,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     stats = record(
         args.model, args.corpus, langs=parse_langs(args.langs), max_tokens=args.max_tokens, seq_len=args.seq_len,
         batch_size=args.batch_size, device=args.device, dtype=args.dtype, site=args.site, revision=args.revision,
-        device_map=args.device_map, shard_index=shard_index, num_shards=num_shards, progress=not args.no_progress,
+        device_map=args.device_map, reduce_dtype=args.reduce_dtype, shard_index=shard_index, num_shards=num_shards, progress=not args.no_progress,
     )
     stats.save(args.out)
     tokens = ", ".join(f"{lang} {n}" for lang, n in zip(stats.languages, stats.token_count.tolist()))

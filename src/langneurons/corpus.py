@@ -11,7 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -160,3 +160,54 @@ def load_corpus(
             "tokens": int(windows[lang].numel()),
         }
     return PackedCorpus(windows, provenance, seq_len, max_tokens)
+
+
+def load_parallel(directory: str | Path, langs: list[str] | None = None) -> dict[str, list[str]]:
+    """Line-aligned ``{lang}.txt`` files: ``{lang: lines}``; line ``i`` is the same text in every language.
+
+    Every line counts (blank lines too, since they keep the alignment); unequal line counts are an error.
+    """
+    files = find_corpus_files(directory, langs)
+    texts: dict[str, list[str]] = {}
+    for lang, path in files.items():
+        if path.suffix != ".txt":
+            raise LangNeuronsError(f"parallel corpus files must be .txt, got {path.name}")
+        try:
+            texts[lang] = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as exc:
+            raise LangNeuronsError(f"corpus file {str(path)!r} is not valid UTF-8 (byte {exc.start})") from None
+        if not any(line.strip() for line in texts[lang]):
+            raise LangNeuronsError(f"corpus file {str(path)!r} is empty")
+    counts = {lang: len(lines) for lang, lines in texts.items()}
+    if len(set(counts.values())) > 1:
+        listing = ", ".join(f"{files[lang].name} {n}" for lang, n in counts.items())
+        raise LangNeuronsError(f"parallel corpus {str(directory)!r} is not aligned: line counts differ ({listing})")
+    return texts
+
+
+def padded_batches(tokenizer: Any, texts: list[str], batch_size: int, max_length: int | None = None,
+                   add_bos: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Right-padded batches of single texts: ``(input_ids[b, t], attention_mask[b, t], sample_ids[b])``.
+
+    Texts are tokenized without special tokens (a BOS is prepended with ``add_bos`` when the tokenizer has
+    one) and cut at ``max_length``; an empty text becomes one EOS/BOS token so that every sample exists.
+    """
+    bos = getattr(tokenizer, "bos_token_id", None) if add_bos else None
+    fallback = getattr(tokenizer, "eos_token_id", None) or getattr(tokenizer, "bos_token_id", None) or 0
+    pad = getattr(tokenizer, "pad_token_id", None)
+    pad = fallback if pad is None else pad
+    for start in range(0, len(texts), batch_size):
+        chunk = texts[start : start + batch_size]
+        encoded = tokenizer(chunk, add_special_tokens=False)["input_ids"]
+        rows = []
+        for ids in encoded:
+            ids = ([bos] if bos is not None else []) + list(ids)
+            ids = ids[:max_length] if max_length else ids
+            rows.append(ids or [fallback])
+        length = max(len(ids) for ids in rows)
+        input_ids = torch.full((len(rows), length), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), length), dtype=torch.long)
+        for i, ids in enumerate(rows):
+            input_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            mask[i, : len(ids)] = 1
+        yield input_ids, mask, torch.arange(start, start + len(rows))

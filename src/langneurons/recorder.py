@@ -7,8 +7,9 @@ It runs the model's base (no LM head: logits are not needed) under ``torch.infer
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -40,7 +41,66 @@ def shard_windows(windows: torch.Tensor, shard_index: int, num_shards: int) -> t
     return windows[ids], ids
 
 
+@dataclass
+class Batch:
+    """One forward pass worth of input: ``input_ids[batch, seq]``, optional ``attention_mask`` (1 = token)."""
+
+    info: BatchInfo
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor | None = None
+
+
+def window_batches(windows: dict[str, torch.Tensor], batch_size: int,
+                   sample_ids: dict[str, torch.Tensor] | None = None) -> Iterator[Batch]:
+    """Batches of full windows ``long[n, seq]``, language after language."""
+    if batch_size < 1:
+        raise LangNeuronsError(f"--batch-size must be at least 1, got {batch_size}")
+    for lang, lang_windows in windows.items():
+        ids_all = sample_ids[lang] if sample_ids else torch.arange(lang_windows.shape[0])
+        for start in range(0, lang_windows.shape[0], batch_size):
+            yield Batch(BatchInfo(lang, sample_ids=ids_all[start : start + batch_size]),
+                        lang_windows[start : start + batch_size])
+
+
 @torch.inference_mode()
+def run_batches(
+    model: nn.Module,
+    site_map: SiteMap,
+    batches: Iterable[Batch],
+    statistics: Iterable[SiteStatistic],
+    total_tokens: int | None = None,
+    progress: bool = True,
+    desc: str = "record",
+) -> None:
+    """Run ``batches`` through the model's decoder stack and feed every statistic at the site.
+
+    A batch with an ``attention_mask`` (right padding) passes it to the model and to the statistics as
+    ``BatchInfo.token_mask``, so padding never counts.
+    """
+    statistics = list(statistics)
+    body, device = model_body(model), input_device(model)
+
+    def feed(layer: int, activations: torch.Tensor) -> None:
+        for statistic in statistics:
+            statistic.update(layer, activations)
+
+    bar = tqdm(total=total_tokens, unit="tok", unit_scale=True, disable=not progress, desc=desc, dynamic_ncols=True)
+    with site_hooks(site_map, feed), bar:
+        for batch in batches:
+            bar.set_description(f"{desc} {batch.info.language}", refresh=False)
+            input_ids = batch.input_ids.to(device, non_blocking=True)
+            kwargs = {}
+            if batch.attention_mask is not None:
+                kwargs["attention_mask"] = batch.attention_mask.to(device)
+                batch.info.token_mask = kwargs["attention_mask"].bool()
+            for statistic in statistics:
+                statistic.begin_batch(batch.info, input_ids.shape[0], input_ids.shape[1])
+            body(input_ids=input_ids, use_cache=False, **kwargs)
+            for statistic in statistics:
+                statistic.end_batch()
+            bar.update(batch.info.num_tokens(*input_ids.shape))
+
+
 def run_statistics(
     model: nn.Module,
     site_map: SiteMap,
@@ -51,30 +111,9 @@ def run_statistics(
     sample_ids: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """Run every language's windows ``long[n, seq]`` through ``model`` and feed ``statistics``."""
-    if batch_size < 1:
-        raise LangNeuronsError(f"--batch-size must be at least 1, got {batch_size}")
-    statistics = list(statistics)
-    body, device = model_body(model), input_device(model)
+    batches = window_batches(windows, batch_size, sample_ids)
     total = sum(int(w.numel()) for w in windows.values())
-
-    def feed(layer: int, activations: torch.Tensor) -> None:
-        for statistic in statistics:
-            statistic.update(layer, activations)
-
-    bar = tqdm(total=total, unit="tok", unit_scale=True, disable=not progress, desc="record", dynamic_ncols=True)
-    with site_hooks(site_map, feed), bar:
-        for lang, lang_windows in windows.items():
-            bar.set_description(f"record {lang}")
-            ids_all = sample_ids[lang] if sample_ids else torch.arange(lang_windows.shape[0])
-            for start in range(0, lang_windows.shape[0], batch_size):
-                batch = lang_windows[start : start + batch_size].to(device, non_blocking=True)
-                info = BatchInfo(lang, sample_ids=ids_all[start : start + batch_size])
-                for statistic in statistics:
-                    statistic.begin_batch(info, batch.shape[0], batch.shape[1])
-                body(input_ids=batch, use_cache=False)
-                for statistic in statistics:
-                    statistic.end_batch()
-                bar.update(int(batch.numel()))
+    run_batches(model, site_map, batches, statistics, total_tokens=total, progress=progress)
 
 
 def record(

@@ -29,6 +29,7 @@ SITES: dict[str, tuple[str, Literal["output", "input"]]] = {
     "attn.v": ("attn_v", "output"),
     "attn.qkv": ("attn_qkv", "output"),
     "attn.o_in": ("attn_o", "input"),
+    "layer.out": ("", "output"),  # the decoder layer's output hidden state (residual stream)
 }
 
 #: ``fn(layer, tensor[..., width]) -> replacement tensor or None``
@@ -51,11 +52,12 @@ class SiteMap:
         return len(self.modules)
 
     def describe(self) -> dict:
-        module_path = getattr(self.spec, SITES[self.site][0])
+        attribute = SITES[self.site][0]
+        module_path = getattr(self.spec, attribute) if attribute else ""
         return {
             "site": self.site,
             "side": self.side,
-            "module": f"{self.spec.layers}.{{layer}}.{module_path}",
+            "module": f"{self.spec.layers}.{{layer}}" + (f".{module_path}" if module_path else ""),
             "model_type": self.model_type,
             "num_layers": self.num_layers,
             "width": self.width,
@@ -72,12 +74,12 @@ def locate_site(model: nn.Module, site: str = "ffn.act", validate: bool = True) 
         raise LangNeuronsError(f"unknown neuron site {site!r}; known sites: {', '.join(SITES)}")
     spec = resolve_architecture(model)
     attribute, side = SITES[site]
-    path = getattr(spec, attribute)
+    path = getattr(spec, attribute) if attribute else ""
     model_type = model_type_of(model)
     if path is None:
         raise LangNeuronsError(f"site {site!r} does not exist in model type {model_type!r}")
     layers = get_submodule(model, spec.layers)
-    modules = [get_submodule(layer, path) for layer in layers]
+    modules = [get_submodule(layer, path) if path else layer for layer in layers]
     if any(module is None for module in modules):
         raise LangNeuronsError(f"model type {model_type!r}: no module {path!r} in every layer of {spec.layers!r}")
     if len({id(module) for module in modules}) != len(modules):

@@ -21,9 +21,13 @@ COMMAND_MODULES = [
     "identify",
     "perplexity",
     "masks",
+    "generate",
+    "steer",
+    "analyze",
+    "compare",
+    "report",
     "demo",
     "toy",
-    "report",
 ]
 
 

@@ -21,6 +21,15 @@ WORDS = {
 TINY = dict(hidden=32, layers=2, heads=2, intermediate=64, vocab_size=320, seq_len=32, batch_size=8, lr=3e-3)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models train faster on one thread, and do not fight other processes for the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def write_corpus(root, n_lines: int = 120) -> None:
     rng = random.Random(0)
     root.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ every layer without modifying the model.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator, Literal
 
@@ -105,16 +105,22 @@ def input_device(model: nn.Module) -> torch.device:
 def validate_site(model: nn.Module, site_map: SiteMap) -> int:
     """Run four tokens through ``model`` and check the site fires once per layer with one width.
 
+    For ``ffn.act`` the width must also equal the width entering the down projection (d_ff).
     Sets and returns ``site_map.width``.
     """
     calls: list[list[int]] = [[] for _ in site_map.modules]
+    down_widths: set[int] = set()
 
     def record_width(layer: int, tensor: torch.Tensor) -> None:
         calls[layer].append(tensor.shape[-1])
 
     vocab = getattr(getattr(model, "config", None), "vocab_size", None) or 4
     ids = (torch.arange(4) % max(int(vocab), 1)).unsqueeze(0).to(input_device(model))
-    with site_hooks(site_map, record_width):
+    with ExitStack() as stack:
+        stack.enter_context(site_hooks(site_map, record_width))
+        if site_map.site == "ffn.act":
+            down = locate_site(model, "ffn.down_in", validate=False)
+            stack.enter_context(site_hooks(down, lambda layer, t: down_widths.add(t.shape[-1])))
         model(input_ids=ids, use_cache=False)
     counts = [len(c) for c in calls]
     widths = {w for c in calls for w in c}
@@ -123,6 +129,12 @@ def validate_site(model: nn.Module, site_map: SiteMap) -> int:
             f"model type {site_map.model_type!r}: the site {site_map.site!r} did not fire exactly once per layer "
             f"with one width (calls per layer {counts}, widths {sorted(widths)}); "
             "register the right module names with langneurons.register_architecture"
+        )
+    if down_widths and down_widths != widths:
+        raise LangNeuronsError(
+            f"model type {site_map.model_type!r}: the activation module gives width {sorted(widths)} but the down "
+            f"projection takes {sorted(down_widths)}; register the right module names with "
+            "langneurons.register_architecture"
         )
     site_map.width = widths.pop()
     return site_map.width

@@ -39,6 +39,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPUs with AVX512-BF16/AMX, GPUs)")
     p.add_argument("--max-minutes", type=float, default=None, help="wall-clock training budget; the cosine schedule ends with it")
+    p.add_argument("--bos-rate", type=float, default=0.5, help="fraction of training windows starting with <s> (held-out windows have none unless 1)")
     p.add_argument("--save-steps", default=None, help="comma-separated steps to save out/checkpoint-{step}/")
     p.add_argument("--eval-every", type=int, default=None, help="held-out evaluation period (default: steps/10)")
     p.add_argument("--eval-tokens", type=int, default=16384, help="held-out tokens per language in periodic evals (the final eval uses all)")
@@ -63,7 +64,7 @@ def run_train(args: argparse.Namespace) -> int:
         seed=args.seed, device=args.device, save_steps=args.save_steps, eval_every=args.eval_every,
         eval_tokens=args.eval_tokens, holdout=args.holdout, holdout_refs=args.holdout_refs,
         init_from=args.init_from, tokenizer_chars=args.tokenizer_chars, save_dtype=args.save_dtype,
-        bf16=args.bf16, threads=args.threads, max_minutes=args.max_minutes, progress=not args.no_progress,
+        bf16=args.bf16, threads=args.threads, max_minutes=args.max_minutes, bos_rate=args.bos_rate, progress=not args.no_progress,
     )
     print(f"saved model and tokenizer to {out} (held-out perplexities in {out / 'heldout_ppl.json'})")
     return 0

@@ -1,9 +1,10 @@
 """Corpus reading, held-out split, token streams and window sampling for toy-model training.
 
 A language's text is its documents (one per line) each followed by EOS, tokenized without special
-tokens and concatenated into one stream. Every window (training or evaluation) is ``<s>`` followed
-by ``seq_len - 1`` stream tokens, so the model always sees a BOS at position 0, like a Llama
-tokenizer's output.
+tokens and concatenated into one stream. A training window is either ``seq_len`` stream tokens from
+a random offset (how :func:`langneurons.corpus.pack_windows` feeds text to a model) or, with
+probability ``bos_rate``, ``<s>`` followed by ``seq_len - 1`` stream tokens (what a tokenizer called
+with special tokens gives), so the model handles both.
 """
 
 from __future__ import annotations
@@ -98,13 +99,14 @@ def token_stream(tokenizer, lines: Sequence[str]):
 class WindowSampler:
     """Random training windows with languages drawn evenly (round-robin over batch slots)."""
 
-    def __init__(self, streams: dict, seq_len: int, bos_id: int, seed: int = 0):
+    def __init__(self, streams: dict, seq_len: int, bos_id: int, seed: int = 0, bos_rate: float = 0.5):
         import torch
 
         self.langs = list(streams)
         self.streams = streams
-        self.body = seq_len - 1
+        self.seq_len = seq_len
         self.bos_id = bos_id
+        self.bos_rate = bos_rate
         self.generator = torch.Generator().manual_seed(seed)
         self.slot = 0
         for lang, stream in streams.items():
@@ -120,10 +122,12 @@ class WindowSampler:
             lang = self.langs[self.slot % len(self.langs)]
             self.slot += 1
             stream = self.streams[lang]
-            hi = max(1, len(stream) - self.body + 1)
+            with_bos = float(torch.rand((), generator=self.generator)) < self.bos_rate
+            body = self.seq_len - 1 if with_bos else self.seq_len
+            hi = max(1, len(stream) - body + 1)
             start = int(torch.randint(0, hi, (1,), generator=self.generator))
-            piece = stream[start : start + self.body]
-            rows.append(torch.cat([torch.tensor([self.bos_id]), piece]))
+            piece = stream[start : start + body]
+            rows.append(torch.cat([torch.tensor([self.bos_id]), piece]) if with_bos else piece)
         width = max(len(r) for r in rows)
         ids = torch.full((batch_size, width), self.bos_id, dtype=torch.long)
         mask = torch.zeros((batch_size, width), dtype=torch.long)
@@ -133,24 +137,32 @@ class WindowSampler:
         return ids, mask
 
 
-def eval_windows(stream, seq_len: int, bos_id: int, pad_id: int, max_tokens: int | None = None):
-    """Non-overlapping BOS-prefixed windows covering ``stream`` (first ``max_tokens`` tokens).
+def eval_windows(
+    stream, seq_len: int, bos_id: int, pad_id: int, max_tokens: int | None = None, bos: bool = False
+):
+    """Windows covering ``stream`` (its first ``max_tokens`` tokens) for scoring.
 
-    Returns (input_ids, attention_mask); every non-BOS, non-pad token is scored once.
+    Every window's first token is context only and the others are scored. With ``bos`` each window
+    is ``<s>`` + ``seq_len - 1`` new tokens, so every stream token is scored; without, windows of
+    ``seq_len`` stream tokens overlap by one token, so every token but the stream's first is scored.
+    Returns (input_ids, attention_mask).
     """
     import torch
 
     if max_tokens is not None:
         stream = stream[:max_tokens]
     body = seq_len - 1
-    n = max(1, math.ceil(len(stream) / body))
+    count = len(stream) if bos else max(1, len(stream) - 1)
+    n = max(1, math.ceil(count / body))
     ids = torch.full((n, seq_len), pad_id, dtype=torch.long)
     mask = torch.zeros((n, seq_len), dtype=torch.long)
     for i in range(n):
-        piece = stream[i * body : (i + 1) * body]
-        ids[i, 0] = bos_id
-        ids[i, 1 : 1 + len(piece)] = piece
-        mask[i, : 1 + len(piece)] = 1
+        if bos:
+            piece = torch.cat([torch.tensor([bos_id]), stream[i * body : (i + 1) * body]])
+        else:
+            piece = stream[i * body : i * body + seq_len]
+        ids[i, : len(piece)] = piece
+        mask[i, : len(piece)] = 1
     return ids, mask
 
 

@@ -122,6 +122,7 @@ def train_toy_model(
     bf16: bool = False,
     threads: int | None = None,
     max_minutes: float | None = None,
+    bos_rate: float = 0.5,
     progress: bool = True,
 ) -> Path:
     """Train a toy causal LM on ``corpus_dir/{lang}.txt`` and save it (with its tokenizer) in ``out_dir``.
@@ -132,7 +133,10 @@ def train_toy_model(
     it, next to an add-one unigram baseline. ``init_from`` continues from a saved model and reuses
     its tokenizer (the architecture options are then ignored). With ``max_minutes`` training stops
     at that wall-clock budget (or ``steps``, whichever comes first) and the cosine schedule follows
-    the larger of the two progress fractions. Returns ``out_dir``.
+    the larger of the two progress fractions. A fraction ``bos_rate`` of the training windows start
+    with ``<s>``, the others are plain windows of the EOS-joined text; held-out windows have no
+    ``<s>`` (as :func:`langneurons.corpus.pack_windows` makes them) unless ``bos_rate`` is 1.
+    Returns ``out_dir``.
     """
     args = {k: (str(v) if isinstance(v, Path) else v) for k, v in locals().items()}
     import torch
@@ -169,8 +173,11 @@ def train_toy_model(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     train_streams = {lang: data.token_stream(tokenizer, s[0]) for lang, s in splits.items()}
     held_streams = {lang: data.token_stream(tokenizer, s[1]) for lang, s in splits.items() if s[1]}
-    full_windows = {lang: data.eval_windows(s, seq_len, bos, pad) for lang, s in held_streams.items()}
-    quick_windows = {lang: data.eval_windows(s, seq_len, bos, pad, eval_tokens) for lang, s in held_streams.items()}
+    eval_bos = bos_rate >= 1.0
+    full_windows = {lang: data.eval_windows(s, seq_len, bos, pad, None, eval_bos) for lang, s in held_streams.items()}
+    quick_windows = {
+        lang: data.eval_windows(s, seq_len, bos, pad, eval_tokens, eval_bos) for lang, s in held_streams.items()
+    }
 
     if init_from is not None:
         from transformers import AutoModelForCausalLM
@@ -194,7 +201,9 @@ def train_toy_model(
     )
     warm = warmup if warmup is not None else max(1, min(500, steps // 20))
     budget_s = max_minutes * 60 if max_minutes else None
-    sampler = data.WindowSampler(train_streams, seq_len, bos, seed)
+    if not 0.0 <= bos_rate <= 1.0:
+        raise LangNeuronsError(f"--bos-rate must be between 0 and 1, got {bos_rate}")
+    sampler = data.WindowSampler(train_streams, seq_len, bos, seed, bos_rate)
     every = eval_every or max(1, steps // 10)
     log_path = out / "train_log.jsonl"
     log_path.write_text("")
@@ -254,7 +263,9 @@ def train_toy_model(
     table = {
         lang: {
             "model_ppl": round(final[lang], 4),
-            "unigram_ppl": round(data.unigram_ppl(train_streams[lang], held_streams[lang], vocab), 4),
+            "unigram_ppl": round(
+                data.unigram_ppl(train_streams[lang], held_streams[lang][0 if eval_bos else 1 :], vocab), 4
+            ),
             "heldout_tokens": int(len(held_streams[lang])),
             "heldout_lines": len(splits[lang][1]),
             "train_tokens": int(len(train_streams[lang])),

@@ -1,0 +1,31 @@
+"""Analyses of language-specific neurons (LAPE paper sections 3.2-3.3.3) and comparisons of methods.
+
+Each function returns a result with named rows / columns and provenance, whose ``save(dir)`` writes a
+self-describing directory (CSV tables, PNG figures, ``meta.json`` listing them; see ``output.py``):
+
+=====================================  =====================  ==========================================
+function                               ``meta.json`` kind     paper
+=====================================  =====================  ==========================================
+``layer_distribution(neurons)``        ``layer_distribution`` Figure 5, Tables 3, 6, 8-10
+``neuron_overlap(neurons)``            ``overlap``            section 3.2 (zh / ja); Zhao et al. eq. 11
+``selection_sweep(model, corpus, ...)`` ``selection_sweep``    Figure 4
+``sentence_similarity(embeddings)``    ``ses``                Figure 6
+``language_dominance(embeddings)``     ``dominance``          eq. 6, Figure 7
+``compare_neuron_sets({name: set})``   ``method_comparison``  (none)
+=====================================  =====================  ==========================================
+"""
+
+from langneurons.analysis.compare import MethodComparison, compare_neuron_sets
+from langneurons.analysis.embeddings import (Dominance, SentenceSimilarity, dominance_scores, language_dominance,
+                                             mean_ses, pairwise_ses, sentence_embeddings, sentence_similarity)
+from langneurons.analysis.layers import LayerDistribution, layer_distribution
+from langneurons.analysis.output import KINDS, read_analysis_meta, read_table
+from langneurons.analysis.overlap import Overlap, neuron_overlap
+from langneurons.analysis.sweep import DEFAULT_RATIOS, SelectionSweep, selection_sweep
+
+__all__ = [
+    "DEFAULT_RATIOS", "Dominance", "KINDS", "LayerDistribution", "MethodComparison", "Overlap", "SelectionSweep",
+    "SentenceSimilarity", "compare_neuron_sets", "dominance_scores", "language_dominance", "layer_distribution",
+    "mean_ses", "neuron_overlap", "pairwise_ses", "read_analysis_meta", "read_table", "selection_sweep",
+    "sentence_embeddings", "sentence_similarity",
+]

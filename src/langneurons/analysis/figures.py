@@ -1,0 +1,104 @@
+"""Figures of the analyses (matplotlib, Agg backend): line plots, labelled heatmaps, small multiples."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+
+def _save(fig, path: str | Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def line_plot(x: Sequence[float], series: Mapping[str, Sequence[float]], path: str | Path, title: str,
+              xlabel: str, ylabel: str, markers: bool = True, integer_x: bool = True) -> Path:
+    """One line per entry of ``series`` (``name -> values over x``)."""
+    fig, ax = plt.subplots(figsize=(7, 3.8), dpi=110)
+    if integer_x:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for name, values in series.items():
+        ax.plot(list(x), list(values), marker="o" if markers else None, markersize=3, label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if series:
+        ax.legend(ncol=min(len(series), 6), fontsize=7)
+    return _save(fig, path)
+
+
+def heatmap(values: torch.Tensor, rows: Sequence[str], columns: Sequence[str], path: str | Path, title: str,
+            colorbar: str, xlabel: str = "", ylabel: str = "", fmt: str = "{:.2f}",
+            vmin: float | None = None, vmax: float | None = None) -> Path:
+    """``values[row, column]`` as a heatmap with each cell's number written in it (NaN cells left blank)."""
+    data = values.double().numpy()
+    fig, ax = plt.subplots(figsize=(1.6 + 0.7 * len(columns), 1.2 + 0.5 * len(rows)), dpi=110)
+    image = ax.imshow(data, cmap="viridis", aspect="auto", vmin=vmin, vmax=vmax)
+    low, high = image.get_clim()
+    ax.set_xticks(range(len(columns)), list(columns), rotation=45 if max(map(len, columns), default=0) > 4 else 0,
+                  ha="right" if max(map(len, columns), default=0) > 4 else "center")
+    ax.set_yticks(range(len(rows)), list(rows))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    for i in range(len(rows)):
+        for j in range(len(columns)):
+            if not math.isnan(data[i, j]):
+                bright = high > low and (data[i, j] - low) / (high - low) > 0.6
+                ax.text(j, i, fmt.format(data[i, j]), ha="center", va="center", fontsize=7,
+                        color="black" if bright else "white")
+    fig.colorbar(image, ax=ax, label=colorbar)
+    return _save(fig, path)
+
+
+def curve_with_bars(curve: Sequence[float], curve_label: str, bars: Sequence[float] | None, bars_label: str,
+                    path: str | Path, title: str) -> Path:
+    """A curve over layers (left axis) with optional bars over the same layers (right axis): Figure 6."""
+    fig, ax = plt.subplots(figsize=(7, 3.8), dpi=110)
+    layers = list(range(len(curve)))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if bars is not None:
+        right = ax.twinx()
+        right.bar(layers, list(bars), color="tab:gray", alpha=0.35, label=bars_label)
+        right.set_ylabel(bars_label)
+        ax.set_zorder(right.get_zorder() + 1)
+        ax.patch.set_visible(False)
+    ax.plot(layers, list(curve), marker="o", markersize=3, color="tab:blue", label=curve_label)
+    ax.set_xlabel("layer")
+    ax.set_ylabel(curve_label)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def small_multiples(panels: Mapping[str, Mapping[str, Sequence[float]]], path: str | Path, title: str,
+                    xlabel: str, ylabel: str) -> Path:
+    """One panel per key of ``panels`` (e.g. a language), each with one line per series (e.g. a method)."""
+    count = max(len(panels), 1)
+    columns = min(count, 3)
+    rows = math.ceil(count / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 2.8 * rows), dpi=110, squeeze=False)
+    for ax, (name, series) in zip(axes.flat, panels.items()):
+        for label, values in series.items():
+            ax.plot(range(len(values)), list(values), marker="o", markersize=2, label=label)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.suptitle(title)
+    return _save(fig, path)

@@ -1,0 +1,122 @@
+"""Overlap between the neuron sets of languages (LAPE paper section 3.2; Zhao et al. appendix C, eq. 11).
+
+Two readings, both ``float64[x, y]`` over languages:
+
+* ``shared_share`` (LAPE paper, "approximately 25% [of the zh / ja neurons] overlap for both languages"):
+  the share of the two languages' neurons that both hold, ``|N_x ∩ N_y| / |N_x ∪ N_y|`` (the Jaccard
+  index; symmetric). The paper gives no formula, this is the reading of "share of shared neurons".
+* ``overlap_zhao`` (Zhao et al. 2024, eq. 11): ``overlap(x, y) = |N_x ∩ N_y| / |N_y|``, the share of
+  ``y``'s neurons that are also ``x``'s (row ``x``, column ``y``; not symmetric).
+
+Undefined ratios (empty sets) are NaN; the diagonal is 1 for every non-empty set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from langneurons.analysis.output import AnalysisOutput, Figure, Table, neuron_set_provenance
+from langneurons.neuronset import NeuronSet
+
+KIND = "overlap"
+
+
+def intersection_counts(neurons: NeuronSet) -> torch.Tensor:
+    """``int64[x, y]``: ``|N_x ∩ N_y|`` for every pair of languages (diagonal: the set sizes)."""
+    masks = torch.stack([neurons.mask(lang).flatten() for lang in neurons.languages]).double()
+    return (masks @ masks.T).round().long() if masks.numel() else torch.zeros(0, 0, dtype=torch.long)
+
+
+def _ratio(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
+    numerator, denominator = numerator.double(), denominator.double()
+    return torch.where(denominator > 0, numerator / denominator.clamp_min(1), torch.full_like(numerator, float("nan")))
+
+
+@dataclass
+class Overlap:
+    """Pairwise overlap of the languages of one neuron set."""
+
+    languages: list[str]
+    intersection: torch.Tensor  # int64[x, y]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sizes(self) -> torch.Tensor:
+        """``int64[language]``: ``|N_x|``."""
+        return self.intersection.diagonal().clone()
+
+    @property
+    def union(self) -> torch.Tensor:
+        """``int64[x, y]``: ``|N_x ∪ N_y|``."""
+        return self.sizes[:, None] + self.sizes[None, :] - self.intersection
+
+    @property
+    def shared_share(self) -> torch.Tensor:
+        """``float64[x, y]``: ``|N_x ∩ N_y| / |N_x ∪ N_y|`` (the LAPE paper's "share of shared neurons")."""
+        return _ratio(self.intersection, self.union)
+
+    @property
+    def overlap_zhao(self) -> torch.Tensor:
+        """``float64[x, y]``: ``|N_x ∩ N_y| / |N_y|`` (Zhao et al. 2024, eq. 11)."""
+        return _ratio(self.intersection, self.sizes[None, :].expand_as(self.intersection))
+
+    def value(self, x: str, y: str, reading: str = "shared_share") -> float:
+        """One entry, e.g. ``value("zh", "ja")``; ``reading`` is ``shared_share`` or ``overlap_zhao``."""
+        matrix = getattr(self, reading)
+        return float(matrix[self.languages.index(x), self.languages.index(y)])
+
+    def _table(self, file: str, title: str, values: torch.Tensor, columns: str) -> Table:
+        return Table(file, title, ["language", *self.languages],
+                     [[lang, *row] for lang, row in zip(self.languages, values.tolist())],
+                     rows_are="language x", columns_are=columns)
+
+    def output(self) -> AnalysisOutput:
+        tables = [
+            self._table("intersection.csv", "Shared neurons |N_x ∩ N_y| (diagonal: |N_x|)", self.intersection,
+                        "language y"),
+            self._table("shared_share.csv", "Share of shared neurons |N_x ∩ N_y| / |N_x ∪ N_y| (LAPE reading)",
+                        self.shared_share, "language y"),
+            self._table("overlap_zhao.csv", "overlap(x, y) = |N_x ∩ N_y| / |N_y| (Zhao et al. eq. 11)",
+                        self.overlap_zhao, "language y (the denominator's set)"),
+        ]
+
+        def drawer(values: torch.Tensor, title: str):
+            def draw(path: Path) -> None:
+                from langneurons.analysis.figures import heatmap
+
+                heatmap(values, self.languages, self.languages, path, title, "share", xlabel="y", ylabel="x",
+                        vmin=0.0, vmax=1.0)
+            return draw
+
+        figures = [
+            Figure("shared_share.png", "Share of shared neurons (LAPE reading)",
+                   drawer(self.shared_share, "|N_x ∩ N_y| / |N_x ∪ N_y|")),
+            Figure("overlap_zhao.png", "overlap(x, y) (Zhao et al. eq. 11)",
+                   drawer(self.overlap_zhao, "overlap(x, y) = |N_x ∩ N_y| / |N_y|")),
+        ]
+        pairs = {}
+        for i, x in enumerate(self.languages):
+            for j in range(i + 1, len(self.languages)):
+                pairs[f"{x}-{self.languages[j]}"] = float(self.shared_share[i, j])
+        most = max((p for p in pairs.items() if p[1] == p[1]), key=lambda p: p[1], default=(None, None))
+        summary = {"sizes": dict(zip(self.languages, self.sizes.tolist())), "shared_share_pairs": pairs,
+                   "most_shared_pair": most[0], "most_shared_share": most[1]}
+        definitions = {
+            "shared_share": "|N_x ∩ N_y| / |N_x ∪ N_y| (LAPE paper section 3.2, 'share of shared neurons')",
+            "overlap_zhao": "|N_x ∩ N_y| / |N_y|, row x, column y (Zhao et al. 2024, appendix C, eq. 11)",
+        }
+        return AnalysisOutput(KIND, "Overlap between languages' neuron sets", tables, figures, summary,
+                              {"definitions": definitions, **self.meta})
+
+    def save(self, directory: str | Path, plot: bool = True) -> Path:
+        """Write the three CSVs, two heatmaps and ``meta.json`` atomically."""
+        return self.output().save(directory, plot=plot)
+
+
+def neuron_overlap(neurons: NeuronSet) -> Overlap:
+    """Pairwise overlap of the languages' sets in ``neurons``."""
+    return Overlap(list(neurons.languages), intersection_counts(neurons), {"neurons": neuron_set_provenance(neurons)})

@@ -1,0 +1,44 @@
+"""``langneurons compare A.neurons B.neurons ... --out DIR``: how much do methods' neuron sets agree?"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "compare", help="compare neuron sets of several methods (Jaccard, sizes, layer distributions)",
+        description="Per language (and 'all', the union over languages): sizes and pairwise Jaccard overlap of the "
+                    "sets; their layer distributions side by side. Writes sizes.csv, jaccard.csv, layers.csv, "
+                    "jaccard.png, layers.png and meta.json into --out.",
+    )
+    parser.add_argument("neurons", nargs="+", help="neuron-set directories written by `langneurons identify`")
+    parser.add_argument("--names", default=None,
+                        help="comma-separated labels, one per set (default: directory names without .neurons)")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from langneurons.analysis.compare import compare_neuron_sets, default_names
+    from langneurons.errors import LangNeuronsError
+    from langneurons.neuronset import load_neurons
+
+    if args.names is not None:
+        names = [part.strip() for part in args.names.split(",")]
+        if len(names) != len(args.neurons) or not all(names) or len(set(names)) != len(names):
+            raise LangNeuronsError(f"--names needs {len(args.neurons)} distinct non-empty labels, got {args.names!r}")
+    else:
+        names = default_names(args.neurons)
+    sets = {name: load_neurons(path) for name, path in zip(names, args.neurons)}
+    result = compare_neuron_sets(sets)
+    result.save(args.out)
+    width = max(len(lang) for lang in [*result.languages, "all"]) + 2
+    print("sizes".ljust(width) + "".join(f"{name:>12}" for name in result.names))
+    for lang in [*result.languages, "all"]:
+        print(lang.ljust(width) + "".join(f"{result.sizes[name][lang]:>12d}" for name in result.names))
+    for pair in result.pairs:
+        if pair.language == "all":
+            print(f"Jaccard {pair.first} vs {pair.second} (all languages): {pair.jaccard:.3f}")
+    print(f"wrote {args.out}/sizes.csv, jaccard.csv, layers.csv, jaccard.png, layers.png")
+    return 0

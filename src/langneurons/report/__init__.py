@@ -1,0 +1,82 @@
+"""One self-contained HTML report of whatever artefacts one or more run directories hold.
+
+``build_report(["runs/x"], "runs/x/report.html")`` walks each run directory (depth <= 2) for artefact
+folders (a ``meta.json`` with a ``"kind"``), renders each with the renderer registered for its kind
+(:func:`register_section`; unknown kinds get a generic card with their CSV tables and figures) and writes one
+HTML file: figures embedded as data URIs, no network fetches, sortable tables, provenance on every card.
+With several runs (several models, as the LAPE paper's Figure 3) each section shows one column per run.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import tempfile
+from pathlib import Path
+
+from langneurons._version import __version__
+from langneurons.errors import LangNeuronsError
+from langneurons.report.discover import Artefact, Run, discover_run, discover_runs
+from langneurons.report.html import esc, page
+from langneurons.report.renderers import register_builtin_sections, render_overview, run_summary
+from langneurons.report.sections import (SectionSpec, card, register_section, registered_kinds, render_generic,
+                                         section, section_spec, kind_sections)
+
+register_builtin_sections()
+
+__all__ = ["Artefact", "Run", "SectionSpec", "build_report", "discover_run", "discover_runs", "register_section",
+           "registered_kinds", "render_generic", "render_html", "section_spec", "card"]
+
+
+def render_html(runs: list[Run], title: str | None = None) -> str:
+    """The report page for discovered ``runs``."""
+    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    summaries = [run_summary(run) for run in runs]
+    models = [m for s in summaries for m in s["models"]]
+    models = list(dict.fromkeys(models))
+    title = title or "langneurons report"
+    overview_id = "s-overview"
+    overview = section(overview_id, "Overview", "The run directories, what each holds, and the headline result.",
+                       [(run, [f'<article class="card" id="run-{run.index}"><h3><code>{esc(run.label)}</code>'
+                               f'<span class="badge">run</span></h3>{render_overview(run)}</article>'])
+                        for run in runs])
+    sections = [(overview_id, "Overview", len(runs), overview), *kind_sections(runs)]
+    toc_items = "".join(f'<li><a href="#{esc(sid)}"><span>{esc(name)}</span><span class="count">{count}</span></a></li>'
+                        for sid, name, count, _ in sections)
+    toc = f'<nav class="toc" aria-label="Contents"><h2>Contents</h2><ol>{toc_items}</ol></nav>'
+    model_line = ("model: " if len(models) == 1 else "models: ") + " · ".join(models) if models else "model: unknown"
+    stamp = [f"generated {now}", f"langneurons {__version__}",
+             f"{len(runs)} run{'s' if len(runs) != 1 else ''}",
+             f"{sum(len(r.artefacts) for r in runs)} artefacts"]
+    header = (f'<header class="top"><h1>{esc(title)}</h1><p class="models">{esc(model_line)}</p>'
+              f'<p class="stamp">{"".join(f"<span>{esc(s)}</span>" for s in stamp)}</p></header>')
+    footer = (f'<footer class="bottom">Written by langneurons {esc(__version__)} from '
+              f'{esc(", ".join(str(r.path) for r in runs))}. Self-contained: figures are embedded and nothing is '
+              f"fetched.</footer>")
+    body = "\n".join(html for *_, html in sections)
+    return page(f"{title} · {', '.join(models) or 'langneurons'}", header, toc, body, footer, wide=len(runs) > 1)
+
+
+def build_report(run_dirs: str | Path | list[str | Path], out: str | Path | None = None,
+                 title: str | None = None) -> Path:
+    """Write the HTML report of ``run_dirs`` to ``out`` (default: ``<first run dir>/report.html``), atomically."""
+    paths = [run_dirs] if isinstance(run_dirs, (str, Path)) else list(run_dirs)
+    runs = discover_runs(paths)
+    target = Path(out) if out is not None else runs[0].path / "report.html"
+    if target.is_dir():
+        raise LangNeuronsError(f"--out {str(target)!r} is a directory; give a file name such as report.html")
+    text = render_html(runs, title)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, partial = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    except OSError as exc:
+        raise LangNeuronsError(f"cannot write {str(target)!r}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.chmod(partial, 0o644)
+        os.replace(partial, target)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
+    return target

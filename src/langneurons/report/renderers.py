@@ -1,0 +1,249 @@
+"""Specialised renderers: activation statistics, the perplexity matrix, neuron sets, and the overview.
+
+Each renderer takes an :class:`~langneurons.report.discover.Artefact` and returns its card's HTML body.
+They are registered with :func:`~langneurons.report.sections.register_section` when the package is imported.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from langneurons.report.discover import Artefact, Run
+from langneurons.report.html import (Cell, details, diverging_style, esc, figure, format_number, key_values,
+                                     sequential_style, table, warning)
+from langneurons.report.sections import (figures, model_of, provenance, register_section, section_spec, tables)
+
+
+def _corpus_files(corpus: Any) -> dict[str, dict[str, Any]]:
+    files = corpus.get("files") if isinstance(corpus, dict) else None
+    return files if isinstance(files, dict) else {}
+
+
+def _corpus_table(corpus: Any, tokens: dict[str, Any] | None = None, caption: str = "corpus") -> str:
+    """Per language: file, SHA-256, documents, windows, tokens."""
+    files = _corpus_files(corpus)
+    tokens = tokens or {}
+    languages = list(files) + [lang for lang in tokens if lang not in files]
+    if not languages:
+        return ""
+    rows = []
+    for lang in languages:
+        entry = files.get(lang) or {}
+        digest = str(entry.get("sha256") or "")
+        rows.append([lang, entry.get("file", ""), Cell(f"{digest[:10]}…" if digest else "", title=digest, cls="mono"),
+                     entry.get("documents", ""), entry.get("windows", ""), tokens.get(lang, entry.get("tokens", ""))])
+    where = corpus.get("path") if isinstance(corpus, dict) else None
+    settings = {k: corpus.get(k) for k in ("seq_len", "max_tokens")} if isinstance(corpus, dict) else {}
+    caption_text = caption + (f": {where}" if where else "") + "".join(
+        f", {k}={v}" for k, v in settings.items() if v is not None)
+    return table(["language", "file", "sha256", "documents", "windows", "tokens"], rows, caption=caption_text)
+
+
+# -- activation statistics -------------------------------------------------------------------------
+def render_activation_stats(artefact: Artefact) -> str:
+    meta = artefact.meta
+    site_info = meta.get("site_info") if isinstance(meta.get("site_info"), dict) else {}
+    layers, width = meta.get("num_layers"), meta.get("width")
+    shape = f"{layers} layers × {width} neurons = {layers * width:,}" if isinstance(layers, int) and isinstance(
+        width, int) else None
+    tokens = meta.get("token_count") if isinstance(meta.get("token_count"), dict) else {}
+    parts = [key_values([("languages", meta.get("languages")), ("neuron grid", shape),
+                         ("hooked module", site_info.get("module")),
+                         ("tokens recorded", sum(v for v in tokens.values() if isinstance(v, int)) or None)])]
+    if meta.get("corpus"):
+        parts.append(_corpus_table(meta["corpus"], tokens, "corpus"))
+    elif isinstance(meta.get("shards"), list):  # merged statistics: one corpus block per shard
+        parts.append(f'<p class="note">merged from {len(meta["shards"])} shards</p>')
+        for index, shard in enumerate(meta["shards"]):
+            parts.append(_corpus_table(shard, None, f"shard {index}"))
+        if tokens:
+            parts.append(table(["language", "tokens"], [[k, v] for k, v in tokens.items()], caption="tokens (merged)"))
+    elif tokens:
+        parts.append(table(["language", "tokens"], [[k, v] for k, v in tokens.items()]))
+    parts.append("<h4>Provenance</h4>" + provenance(artefact))
+    return "".join(parts)
+
+
+# -- perplexity matrix -----------------------------------------------------------------------------
+def perplexity_headline(matrix: Any) -> str:
+    """The demo's science check in one sentence (own language vs others vs random)."""
+    from langneurons.perplexity import summary
+
+    keys = summary(matrix)
+    if not keys["rows"]:
+        return ""
+
+    scale = max((abs(v) for k, v in keys.items() if k.startswith("mean_") and math.isfinite(v)), default=0.0)
+
+    def pct(value: float) -> str:
+        return "n/a" if math.isnan(value) else percent(value, scale)
+
+    text = (f"Deactivating a language's own neurons raises its perplexity by {pct(keys['mean_diagonal_increase'])} on "
+            f"average (other languages {pct(keys['mean_off_diagonal_increase'])}")
+    if not math.isnan(keys["mean_random_increase"]):
+        text += f", random neurons {pct(keys['mean_random_increase'])}"
+    text += f"); the own language is hit hardest in {keys['row_max_on_diagonal']} of {keys['rows']} rows."
+    return f'<p class="headline">{esc(text)}</p>'
+
+
+def percent(value: float, scale: float) -> str:
+    """``value`` as a signed percentage with enough decimals to tell values of magnitude ``scale`` apart."""
+    if not math.isfinite(value):
+        return str(value)
+    decimals = 1 if scale <= 0 else min(4, max(1, 1 - math.floor(math.log10(scale * 100))))
+    return f"{value:+.{decimals}%}"
+
+
+def _legend(limit: float) -> str:
+    return (f'<span class="legend">{esc(percent(-limit, limit))}<i style="background:linear-gradient(90deg,'
+            f'rgb(33,102,172),#fff,rgb(178,24,43))"></i>{esc(percent(limit, limit))} relative change</span>')
+
+
+def render_perplexity_matrix(artefact: Artefact) -> str:
+    from langneurons.perplexity import load_perplexity
+
+    matrix = load_perplexity(artefact.path)
+    perplexity = matrix.perplexity.tolist()
+    relative = matrix.change(relative=True).tolist() if "normal" in matrix.conditions else None
+    changed = [abs(v) for r, row in enumerate(relative or []) if matrix.conditions[r] != "normal"
+               for v in row if math.isfinite(v)]
+    limit = max(changed, default=0.0)
+    rows = []
+    for r, condition in enumerate(matrix.conditions):
+        label = "deactivate " + condition if condition not in ("normal", "random") else condition
+        cells: list[Any] = [Cell(label, sort=r)]
+        for c, lang in enumerate(matrix.languages):
+            value = perplexity[r][c]
+            text = esc(format_number(value))
+            style, title = "", f"perplexity {value:.6g}"
+            if relative is not None and condition != "normal":
+                change = relative[r][c]
+                text += f"<small>{esc(percent(change, limit))}</small>"
+                style = diverging_style(change, limit)
+                title += f", {change:+.3%} against normal"
+            classes = "num diag" if condition == lang else "num"
+            cells.append(Cell(text, sort=value, style=style, cls=classes, title=title, raw_html=True))
+        rows.append(cells)
+    tokens = [matrix.tokens.get(lang, "") for lang in matrix.languages]
+    footer = [["predicted tokens", *tokens]] if matrix.tokens else []
+    parts = [perplexity_headline(matrix) if relative is not None else "",
+             table(["condition \\ evaluated", *matrix.languages], rows, footer=footer,
+                   caption="perplexity (relative change against normal)", cls="matrix"),
+             _legend(limit) if limit > 0 else ""]
+    nll_rows = [[condition, *row] for condition, row in zip(matrix.conditions, matrix.nll.tolist())]
+    parts.append(details(f"mean NLL ({matrix.meta.get('nll_unit', 'nats per predicted token')})",
+                         table(["condition", *matrix.languages], nll_rows)))
+    parts.append(figures(artefact))
+    neurons = matrix.meta.get("neurons") if isinstance(matrix.meta.get("neurons"), dict) else {}
+    random = matrix.meta.get("random") if isinstance(matrix.meta.get("random"), dict) else {}
+    parts.append("<h4>Provenance</h4>")
+    parts.append(provenance(artefact, extra=[
+        ("neuron method", neurons.get("method")), ("neuron parameters", neurons.get("parameters")),
+        ("neurons per language", neurons.get("sizes")), ("random row seed", random.get("seed")),
+    ]))
+    if matrix.meta.get("corpus"):
+        parts.append(_corpus_table(matrix.meta["corpus"], None, "evaluation corpus"))
+    return "".join(parts)
+
+
+# -- neuron sets -----------------------------------------------------------------------------------
+def layer_distribution_figure(neurons: Any) -> str:
+    """``layer_distribution_plot`` of the set, embedded (drawn into a temporary file)."""
+    from langneurons.plots import layer_distribution_plot
+
+    with tempfile.TemporaryDirectory(prefix="langneurons-report-") as scratch:
+        path = Path(scratch) / "layers.png"
+        layer_distribution_plot(neurons, path)
+        data = path.read_bytes()
+    return figure(data, "image/png", f"{neurons.method} neurons per layer and language")
+
+
+def layer_counts_table(languages: list[str], counts: list[list[int]]) -> str:
+    """Languages x layers counts with a row total, coloured on one scale."""
+    if not counts:
+        return ""
+    maximum = max((v for row in counts for v in row), default=0)
+    rows = [[lang, *(Cell(str(v), sort=v, cls="num", style=sequential_style(v, maximum)) for v in row), sum(row)]
+            for lang, row in zip(languages, counts)]
+    totals = [sum(column) for column in zip(*counts)]
+    return table(["language", *(str(i) for i in range(len(counts[0]))), "total"], rows,
+                 footer=[["all", *totals, sum(totals)]], caption="neurons per layer (columns: layer index)")
+
+
+def render_neuron_set(artefact: Artefact) -> str:
+    from langneurons.neuronset import load_neurons
+
+    neurons = load_neurons(artefact.path)
+    total = neurons.num_layers * neurons.width
+    sizes = neurons.sizes()
+    counts = neurons.layer_counts().tolist()
+    size_rows = [[lang, n, Cell(f"{n / total:.2%}" if total else "", sort=n / total if total else 0, cls="num")]
+                 for lang, n in sizes.items()]
+    source = neurons.source
+    parts = [
+        key_values([("method", neurons.method), ("neuron site", neurons.site),
+                    ("neuron grid", f"{neurons.num_layers} layers × {neurons.width} neurons = {total:,}"),
+                    ("languages", neurons.languages),
+                    ("distinct neurons", int(sum(neurons.mask(lang) for lang in neurons.languages).gt(0).sum())
+                     if neurons.languages else 0)]),
+        table(["language", "neurons", "share of all neurons"], size_rows, caption="neurons per language"),
+        layer_distribution_figure(neurons),
+        layer_counts_table(neurons.languages, counts),
+        figures(artefact), tables(artefact),
+        "<h4>Provenance</h4>",
+        provenance(artefact),
+    ]
+    if source.get("corpus"):
+        parts.append(_corpus_table(source["corpus"], None, "statistics corpus"))
+    return "".join(parts)
+
+
+# -- overview --------------------------------------------------------------------------------------
+def run_summary(run: Run) -> dict[str, Any]:
+    """Models, languages, sites and creation times across a run's artefacts."""
+    models, languages, sites, created = [], [], [], []
+    for artefact in run.artefacts:
+        meta = artefact.meta
+        for value, into in ((model_of(meta), models), (meta.get("site"), sites), (meta.get("created"), created)):
+            if value and value not in into:
+                into.append(value)
+        for lang in meta.get("languages") or []:
+            if isinstance(lang, str) and lang not in languages:
+                languages.append(lang)
+    return {"models": models, "languages": languages, "sites": sites, "created": sorted(created)}
+
+
+def render_overview(run: Run) -> str:
+    """The run's card body: what it holds, with links to each artefact's card."""
+    summary = run_summary(run)
+    created = summary["created"]
+    span = (created[0] if len(created) == 1 else f"{created[0]} … {created[-1]}") if created else None
+    items = []
+    for artefact in sorted(run.artefacts, key=lambda a: (section_spec(a.kind).order, a.relative)):
+        items.append(f'<li><a href="#{esc(artefact.anchor)}"><code>{esc(artefact.relative)}</code></a> '
+                     f'<span class="badge">{esc(artefact.kind)}</span></li>')
+    parts = [key_values([("directory", str(run.path.resolve())), ("model", summary["models"]),
+                         ("languages", summary["languages"]), ("neuron site", summary["sites"]),
+                         ("created", span), ("artefacts", len(run.artefacts))]),
+             f'<ul class="artefacts">{"".join(items)}</ul>']
+    for problem in run.problems:
+        parts.append(warning(problem))
+    for artefact in run.of_kind("perplexity_matrix")[:1]:
+        try:
+            from langneurons.perplexity import load_perplexity
+
+            matrix = load_perplexity(artefact.path)
+            if "normal" in matrix.conditions:
+                parts.append(perplexity_headline(matrix))
+        except Exception:  # noqa: BLE001 - the perplexity card reports the problem
+            pass
+    return "".join(parts)
+
+
+def register_builtin_sections() -> None:
+    register_section("activation_stats", render_activation_stats)
+    register_section("perplexity_matrix", render_perplexity_matrix)
+    register_section("neuron_set", render_neuron_set)

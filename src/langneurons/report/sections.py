@@ -1,0 +1,344 @@
+"""Report sections: a registry from artefact kind to renderer, the generic renderer, and section layout.
+
+A renderer takes one :class:`~langneurons.report.discover.Artefact` and returns the HTML body of its card
+(the card frame, title and anchor are added here). Kinds without a registered renderer get
+:func:`render_generic`: a provenance block, the parameters, every CSV as a table and every figure embedded.
+Sections appear in ``order`` (overview and provenance first, then the perplexity matrix, neuron sets,
+analyses, generation); with several runs each section has one column per run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from langneurons.errors import LangNeuronsError
+from langneurons.report.discover import Artefact, Run
+from langneurons.report.html import (IMAGE_TYPES, Cell, details, diverging_style, esc, figure, format_number,
+                                     key_values, looks_like, parse_number, pre, sequential_style, table, warning)
+
+Renderer = Callable[[Artefact], str]
+
+#: Where known kinds go (lower first) and their section titles; unknown kinds get ``UNKNOWN_ORDER``.
+KIND_ORDER = {
+    "activation_stats": 10, "perplexity_matrix": 20, "neuron_set": 30, "layer_distribution": 40,
+    "method_comparison": 45, "overlap": 50, "selection_sweep": 55, "ses": 60, "dominance": 65,
+    "generations": 80, "language_accuracy": 85,
+}
+UNKNOWN_ORDER = 70
+KIND_TITLES = {
+    "activation_stats": "Recorded activation statistics",
+    "perplexity_matrix": "Deactivation perplexity matrix",
+    "neuron_set": "Language-specific neuron sets",
+    "layer_distribution": "Layer distribution",
+    "method_comparison": "Method comparison",
+    "overlap": "Overlap between languages",
+    "selection_sweep": "Selection-ratio sweep",
+    "ses": "Sentence-embedding similarity (SES)",
+    "dominance": "Language dominance",
+    "generations": "Generations",
+    "language_accuracy": "Language accuracy of steered generation",
+}
+KIND_LEADS = {
+    "activation_stats": "What was recorded: model, neuron site, corpus files (with SHA-256) and tokens per language.",
+    "perplexity_matrix": "LAPE paper, Figure 2: perplexity of each evaluated language (columns) with no "
+                         "intervention, random neurons, or one language's neurons deactivated (rows). Cell colour: "
+                         "relative change against the normal row; the own-language cells are outlined.",
+    "neuron_set": "Which neurons each method selected per language, with its parameters, and their distribution "
+                  "over layers (LAPE paper, Figure 5).",
+    "layer_distribution": "Selected neurons per layer and language (LAPE paper, Figure 5, Tables 6, 8-10).",
+    "overlap": "Shared neurons between languages' sets (LAPE paper, section 3.2).",
+    "selection_sweep": "PPL change as the selection ratio grows (LAPE paper, Figure 4).",
+    "ses": "Similarity of aligned sentence embeddings across layers (LAPE paper, Figure 6).",
+    "dominance": "Language dominance per layer (LAPE paper, eq. 6, Figure 7).",
+    "language_accuracy": "Share of outputs in the target language, normal vs steered (LAPE paper, Table 4).",
+}
+
+MAX_TABLE_ROWS = 300
+MAX_JSONL_RECORDS = 50
+MAX_CELL_CHARS = 600
+
+
+@dataclass
+class SectionSpec:
+    """How the artefacts of one kind are shown."""
+
+    kind: str
+    title: str
+    order: int
+    renderer: Renderer
+    lead: str = ""
+
+
+_REGISTRY: dict[str, SectionSpec] = {}
+
+
+def humanize(kind: str) -> str:
+    """``"selection_sweep"`` -> ``"Selection sweep"``."""
+    words = kind.replace("-", " ").replace("_", " ").strip()
+    return (words[:1].upper() + words[1:]) or "Artefact"
+
+
+def register_section(kind: str, renderer: Renderer, title: str | None = None, order: int | None = None,
+                     lead: str | None = None) -> None:
+    """Show artefacts whose ``meta.json`` kind is ``kind`` with ``renderer`` (replaces an earlier one)."""
+    if not kind or not callable(renderer):
+        raise LangNeuronsError("register_section needs a kind and a callable renderer")
+    _REGISTRY[kind] = SectionSpec(kind, title or KIND_TITLES.get(kind, humanize(kind)),
+                                  KIND_ORDER.get(kind, UNKNOWN_ORDER) if order is None else int(order),
+                                  renderer, KIND_LEADS.get(kind, "") if lead is None else lead)
+
+
+def section_spec(kind: str) -> SectionSpec:
+    """The registered spec of ``kind``, or the generic one."""
+    if kind in _REGISTRY:
+        return _REGISTRY[kind]
+    return SectionSpec(kind, KIND_TITLES.get(kind, humanize(kind)), KIND_ORDER.get(kind, UNKNOWN_ORDER),
+                       render_generic, KIND_LEADS.get(kind, ""))
+
+
+def registered_kinds() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+# -- provenance ----------------------------------------------------------------------------------------
+def model_of(meta: dict[str, Any]) -> str | None:
+    """The model an artefact came from (its own field, or its source's)."""
+    for holder in (meta, meta.get("source") or {}, (meta.get("neurons") or {}).get("source") or {}):
+        if isinstance(holder, dict) and holder.get("model"):
+            return str(holder["model"])
+    return None
+
+
+SHOWN_KEYS = {"kind", "schema_version", "created", "environment", "tensors_sha256", "model", "revision",
+              "model_type", "model_class", "num_parameters", "dtype", "device", "site", "parameters"}
+
+
+def provenance(artefact: Artefact, extra: list[tuple[str, Any]] | None = None, other_fields: bool = False) -> str:
+    """Provenance facts, the parameters as a table and the whole ``meta.json`` (collapsed)."""
+    meta = artefact.meta
+    source = meta.get("source") if isinstance(meta.get("source"), dict) else {}
+
+    def pick(key: str) -> Any:
+        return meta.get(key) if meta.get(key) not in (None, "") else source.get(key)
+
+    environment = meta.get("environment") if isinstance(meta.get("environment"), dict) else {}
+    checksum = meta.get("tensors_sha256")
+    facts: list[tuple[str, Any]] = [
+        ("model", model_of(meta)), ("revision", pick("revision")), ("model type", pick("model_type")),
+        ("model class", meta.get("model_class")), ("model parameters", meta.get("num_parameters")),
+        ("dtype", pick("dtype")), ("device", meta.get("device")), ("neuron site", pick("site")),
+        *(extra or []),
+    ]
+    if other_fields:
+        for key, value in meta.items():
+            if key in SHOWN_KEYS or key == "source":
+                continue
+            short_list = isinstance(value, list) and len(value) <= 24 and all(
+                isinstance(v, (str, int, float)) for v in value)
+            if isinstance(value, (str, int, float, bool)) or short_list:
+                facts.append((key.replace("_", " "), value))
+    facts += [
+        ("created", meta.get("created")),
+        ("schema", f"{meta.get('kind')} v{meta.get('schema_version', '?')}"),
+        ("software", " · ".join(f"{k} {v}" for k, v in environment.items())),
+        ("tensors sha256", f"{checksum[:16]}…" if isinstance(checksum, str) else None),
+        ("directory", str(artefact.path)),
+    ]
+    parts = [key_values(facts)]
+    parameters = meta.get("parameters")
+    if isinstance(parameters, dict) and parameters:
+        parts.append("<h4>Parameters</h4>")
+        parts.append(table(["parameter", "value"], [[k, _parameter_value(v)] for k, v in parameters.items()],
+                           sortable=False))
+    parts.append(details("meta.json", pre(json.dumps(meta, indent=2, ensure_ascii=False, default=str))))
+    return "".join(parts)
+
+
+def _parameter_value(value: Any) -> Any:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return str(value)
+
+
+# -- generic content -----------------------------------------------------------------------------------
+def read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a CSV file."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = [row for row in csv.reader(handle)]
+    if not rows:
+        return [], []
+    return rows[0], rows[1:]
+
+
+def csv_table(path: Path, caption: str) -> str:
+    """A CSV as a sortable table; a square matrix (columns = row labels) gets a colour scale and its diagonal marked."""
+    try:
+        header, rows = read_csv(path)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        return warning(f"{caption} cannot be read: {exc}")
+    if not header:
+        return warning(f"{caption} is empty")
+    shown = rows[:MAX_TABLE_ROWS]
+    note = f"first {MAX_TABLE_ROWS} of {len(rows)} rows" if len(rows) > MAX_TABLE_ROWS else ""
+    numbers = [[parse_number(v) for v in row[1:]] for row in shown]
+    labels = [row[0] if row else "" for row in shown]
+    square = bool(shown) and header[1:] == labels and all(v is not None for row in numbers for v in row)
+    styles: dict[tuple[int, int], str] = {}
+    if square:
+        values = [v for row in numbers for v in row]
+        low, high = min(values), max(values)
+        limit = max(abs(low), abs(high))
+        for i, row in enumerate(numbers):
+            for j, v in enumerate(row):
+                styles[i, j] = diverging_style(v, limit) if low < 0 else sequential_style(v, high)
+    body = []
+    for i, row in enumerate(shown):
+        cells: list[Any] = [row[0] if row else ""]
+        for j, text in enumerate(row[1:]):
+            value = numbers[i][j]
+            classes = ("diag" if square and i == j else "")
+            if value is not None:
+                cells.append(Cell(format_number(int(value) if value.is_integer() and "." not in text and "e" not in
+                                                text.lower() else value), sort=value,
+                                  cls=f"num {classes}".strip(), style=styles.get((i, j), ""), title=text))
+            else:
+                cells.append(Cell(_clip(text), cls="text" if _long(text) else classes))
+        body.append(cells)
+    return table(header, body, caption=caption, note=note)
+
+
+def _long(text: str) -> bool:
+    """Text shown wrapped, keeping its line breaks."""
+    return len(text) > 40 or "\n" in text
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_CELL_CHARS else text[:MAX_CELL_CHARS] + "…"
+
+
+def jsonl_table(path: Path, caption: str) -> str:
+    """The first records of a JSON-lines file as a table of their scalar fields."""
+    records: list[dict[str, Any]] = []
+    total = 0
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                if not line.strip():
+                    continue
+                total += 1
+                if len(records) < MAX_JSONL_RECORDS:
+                    value = json.loads(line)
+                    records.append(value if isinstance(value, dict) else {"value": value})
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return warning(f"{caption} cannot be read: {exc}")
+    if not records:
+        return warning(f"{caption} is empty")
+    columns: list[str] = []
+    for record in records:
+        columns.extend(k for k in record if k not in columns)
+    rows = []
+    for record in records:
+        row = []
+        for key in columns:
+            value = record.get(key)
+            if isinstance(value, (dict, list)):
+                value = json.dumps(value, ensure_ascii=False)
+            text = "" if value is None else str(value)
+            row.append(value if isinstance(value, (int, float)) and not isinstance(value, bool)
+                       else Cell(_clip(text), cls="text" if _long(text) else ""))
+        rows.append(row)
+    note = f"first {len(records)} of {total} records" if total > len(records) else ""
+    return table(columns, rows, caption=caption, note=note, row_headers=False)
+
+
+def figures(artefact: Artefact, skip: frozenset[str] = frozenset()) -> str:
+    """Every image file of the artefact, embedded."""
+    parts = []
+    for path in artefact.files(tuple(IMAGE_TYPES)):
+        name = path.relative_to(artefact.path).as_posix()
+        if name in skip:
+            continue
+        parts.append(image_file(path, name))
+    return "".join(parts)
+
+
+def image_file(path: Path, caption: str) -> str:
+    """One embedded image file, or a warning when it is not a readable image."""
+    mime = IMAGE_TYPES.get(path.suffix.lower(), "")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return warning(f"{caption} cannot be read: {exc}")
+    if not mime or not data or not looks_like(data, mime):
+        return warning(f"{caption} is not a valid {path.suffix} image; not shown")
+    return figure(data, mime, caption)
+
+
+def tables(artefact: Artefact, skip: frozenset[str] = frozenset()) -> str:
+    """Every CSV (and JSON-lines) file of the artefact as a table."""
+    parts = []
+    for path in artefact.files((".csv", ".jsonl")):
+        name = path.relative_to(artefact.path).as_posix()
+        if name in skip:
+            continue
+        parts.append(csv_table(path, name) if path.suffix.lower() == ".csv" else jsonl_table(path, name))
+    return "".join(parts)
+
+
+def render_generic(artefact: Artefact) -> str:
+    """Any kind: figures, tables, then provenance and parameters."""
+    content = figures(artefact) + tables(artefact)
+    if not content:
+        content = '<p class="note">No CSV or figure in this directory.</p>'
+    return content + "<h4>Provenance</h4>" + provenance(artefact, other_fields=True)
+
+
+# -- layout --------------------------------------------------------------------------------------------
+def card(artefact: Artefact, spec: SectionSpec) -> str:
+    """One artefact's card; a renderer that fails falls back to the generic one with a warning."""
+    try:
+        body = spec.renderer(artefact)
+    except Exception as exc:  # noqa: BLE001 - one bad artefact must not lose the whole report
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        body = warning(f"could not render this {artefact.kind}: {message}") + render_generic(artefact)
+    created = artefact.meta.get("created")
+    stamp = f'<p class="sub">{esc(created)}</p>' if created else '<p class="sub"></p>'
+    return (f'<article class="card" id="{esc(artefact.anchor)}"><h3><code>{esc(artefact.relative)}</code>'
+            f'<span class="badge">{esc(artefact.kind)}</span></h3>{stamp}{body}</article>')
+
+
+def section(section_id: str, title: str, lead: str, columns: list[tuple[Run, list[str]]]) -> str:
+    """A section: one column of cards per run (a single column without run labels for one run)."""
+    several = len(columns) > 1
+    parts = [f'<section class="report-section" id="{esc(section_id)}"><h2>{esc(title)}</h2>']
+    if lead:
+        parts.append(f'<p class="lead">{esc(lead)}</p>')
+    parts.append(f'<div class="runs" style="--runs:{len(columns)}">')
+    for run, cards in columns:
+        parts.append('<div class="run-column">')
+        if several:
+            parts.append(f'<p class="run-label">{esc(run.label)}</p>')
+        parts.extend(cards or ['<article class="card empty">not in this run</article>'])
+        parts.append("</div>")
+    parts.append("</div></section>")
+    return "".join(parts)
+
+
+def kind_sections(runs: list[Run]) -> list[tuple[str, str, int, str]]:
+    """``(section id, title, artefact count, html)`` for every kind present, in section order."""
+    kinds = {a.kind for run in runs for a in run.artefacts}
+    specs = sorted((section_spec(kind) for kind in kinds), key=lambda s: (s.order, s.title))
+    result = []
+    for spec in specs:
+        columns = [(run, [card(a, spec) for a in run.of_kind(spec.kind)]) for run in runs]
+        count = sum(len(cards) for _, cards in columns)
+        section_id = f"s-{spec.kind}"
+        result.append((section_id, spec.title, count, section(section_id, spec.title, spec.lead, columns)))
+    return result
+

@@ -1,0 +1,94 @@
+"""``langneurons steer``: language accuracy, normal vs steered (LAPE paper, Table 4 first block).
+
+For every language X with prompts, neurons and statistics: the share of outputs detected as X without
+intervention and with X's neurons set to strength x X's mean activation. Writes
+``language_accuracy.csv`` (rows languages, columns normal, steered), ``language_accuracy.png``,
+``generations.jsonl`` and ``meta.json`` (``content_quality.csv`` too with a judge).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers) -> None:
+    from langneurons.cli._common import add_model_options
+    from langneurons.cli.generate import add_generation_options
+
+    parser = subparsers.add_parser(
+        "steer", help="share of outputs in each language, normal vs its neurons activated",
+        description="Per language X: generate normally and with X's neurons activated to strength x X's mean "
+                    "activation; report the share of outputs whose detected language is X.",
+    )
+    add_model_options(parser)
+    parser.add_argument("--prompts", default=None, help="directory of {lang}.txt prompt files, one question per line")
+    parser.add_argument("--neurons", required=True, help="neuron set written by `langneurons identify`")
+    parser.add_argument("--stats", required=True, help="statistics written by `langneurons record`")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--strength", type=float, default=1.0, help="factor on the mean activation (default 1)")
+    parser.add_argument("--langs", default=None, help="comma-separated languages to steer (default: every one)")
+    parser.add_argument("--prompt-language", default=None, metavar="LANG",
+                        help="steer every language on this language's prompts (cross-lingual, Table 5)")
+    parser.add_argument("--deactivate-prompt-language", action="store_true",
+                        help="with --prompt-language: also deactivate the prompt language's neurons")
+    add_generation_options(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from langneurons.cli._common import parse_langs
+    from langneurons.cli.generate import check_output_dir, check_site, judge_from_args, settings_from_args
+    from langneurons.errors import LangNeuronsError
+    from langneurons.generation import read_prompts
+    from langneurons.langid import get_identifier
+    from langneurons.neuronset import load_neurons
+    from langneurons.stats import load_stats
+    from langneurons.steering import language_accuracy, steering_languages
+
+    settings = settings_from_args(args)
+    if (args.prompts is None) == (args.unconditional is None):
+        raise LangNeuronsError("give either --prompts DIR or --unconditional N")
+    if args.unconditional is not None and args.unconditional < 1:
+        raise LangNeuronsError(f"--unconditional must be at least 1, got {args.unconditional}")
+    if args.unconditional is not None and args.prompt_language:
+        raise LangNeuronsError("--prompt-language needs --prompts, not --unconditional")
+    langs = parse_langs(args.langs)
+    prompts = None
+    if args.prompts is not None:
+        wanted = None
+        if args.prompt_language:
+            wanted = [args.prompt_language]
+        elif langs:
+            wanted = langs
+        prompts = read_prompts(args.prompts, wanted, args.limit)
+    check_output_dir(args.out)
+    neurons = load_neurons(args.neurons)
+    check_site(args, neurons)
+    stats = load_stats(args.stats)
+    own = prompts is not None and not args.prompt_language
+    languages = steering_languages(neurons, stats, list(prompts) if own else None, langs)
+    if args.deactivate_prompt_language:
+        if not args.prompt_language:
+            raise LangNeuronsError("--deactivate-prompt-language needs --prompt-language")
+        neurons.layers(args.prompt_language)
+    from langneurons.interventions import Activate, plan_edits
+
+    plan_edits([Activate(neurons, languages, stats, args.strength)], neurons.num_layers)  # stats match the set
+    identifier = get_identifier(args.langid)
+    judge = judge_from_args(args)
+
+    from langneurons.loading import load_model
+
+    loaded = load_model(args.model, device=args.device, dtype=args.dtype, revision=args.revision)
+    result = language_accuracy(
+        loaded, neurons, stats, prompts=prompts, unconditional=args.unconditional,
+        prompt_language=args.prompt_language, deactivate_prompt_language=args.deactivate_prompt_language,
+        strength=args.strength, langs=languages, settings=settings, identifier=identifier, judge=judge,
+        progress=not args.no_progress,
+    )
+    if prompts is not None:
+        result.meta["prompts"] = {"path": str(args.prompts), "questions": {k: len(v) for k, v in prompts.items()}}
+    result.save(args.out)
+    print(result.format())
+    print(f"wrote {args.out}/language_accuracy.csv, language_accuracy.png, generations.jsonl, meta.json")
+    return 0

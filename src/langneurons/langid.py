@@ -1,0 +1,261 @@
+"""Language identification of generated text, with interchangeable off-line libraries.
+
+Three PyPI libraries that ship their models and run without network access are wrapped behind one
+interface, :class:`LanguageIdentifier` (``detect(text) -> code | None``), and their codes are mapped
+to the project's ISO 639-1 codes (``zh`` is Simplified Chinese):
+
+- ``langdetect`` (the LAPE paper's choice, Table 4): a port of Google's language-detection, 55
+  languages; ``zh-cn`` -> ``zh``, ``zh-tw`` stays ``zh-tw`` (Traditional, not counted as ``zh``).
+  Seeded (``DetectorFactory.seed = 0``) so that a text always gets the same answer.
+- ``lingua`` (``lingua-language-detector``): 75 languages, n-gram models up to 5-grams; no script
+  distinction for Chinese (``zh``).
+- ``py3langid``: langid.py's naive Bayes model, 97 languages.
+
+Text without any letter (empty, digits, punctuation) is ``None`` for every backend. The comparison
+on held-out Bible verses that chose the default is in ``docs/language_id.md``; rerun it with
+``python -m langneurons.langid ../shared/data/bible``.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from langneurons.errors import LangNeuronsError
+
+#: The library used when none is named (see docs/language_id.md for the comparison).
+DEFAULT_LANGID = "langdetect"
+
+#: Backend name -> PyPI distribution that provides it.
+DISTRIBUTIONS = {"langdetect": "langdetect", "lingua": "lingua-language-detector", "py3langid": "py3langid"}
+
+#: Library code -> project code, where they differ.
+CODE_MAP = {"zh-cn": "zh", "zh-tw": "zh-tw", "zh-hans": "zh", "zh-hant": "zh-tw", "iw": "he", "jw": "jv"}
+
+
+def normalize_code(code: str | None) -> str | None:
+    """A library's language code as the project's code (lower-case ISO 639-1, ``zh`` = Simplified)."""
+    if code is None:
+        return None
+    code = code.strip().lower().replace("_", "-")
+    return CODE_MAP.get(code, code) or None
+
+
+def has_letters(text: str) -> bool:
+    """Whether ``text`` contains at least one alphabetic character (otherwise no language is detected)."""
+    return any(ch.isalpha() for ch in text)
+
+
+@dataclass
+class LanguageIdentifier:
+    """One language-identification backend: ``detect(text)`` returns a project code or ``None``."""
+
+    name: str
+    version: str
+    _detect: Callable[[str], str | None] = field(repr=False)
+
+    def detect(self, text: str) -> str | None:
+        """The language of ``text`` (``None`` when it has no letters or the library cannot tell)."""
+        if not text or not has_letters(text):
+            return None
+        return normalize_code(self._detect(text))
+
+    def detect_many(self, texts: Sequence[str]) -> list[str | None]:
+        """:meth:`detect` of every text, in order."""
+        return [self.detect(text) for text in texts]
+
+    def describe(self) -> dict[str, str]:
+        """Provenance for artefacts: library name, PyPI distribution and version."""
+        return {"name": self.name, "distribution": DISTRIBUTIONS[self.name], "version": self.version}
+
+
+def _version(name: str) -> str:
+    try:
+        return importlib.metadata.version(DISTRIBUTIONS[name])
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _missing(name: str) -> LangNeuronsError:
+    return LangNeuronsError(
+        f"language identifier {name!r} is not installed: pip install {DISTRIBUTIONS[name]}"
+    )
+
+
+def _langdetect() -> Callable[[str], str | None]:
+    try:
+        from langdetect import DetectorFactory, detector_factory
+        from langdetect.lang_detect_exception import LangDetectException
+    except ImportError:
+        raise _missing("langdetect") from None
+    DetectorFactory.seed = 0  # deterministic: the same text always gets the same answer
+    detector_factory.init_factory()
+
+    def detect(text: str) -> str | None:
+        try:
+            detector = detector_factory._factory.create()
+            detector.append(text)
+            return detector.detect()
+        except LangDetectException:
+            return None
+
+    return detect
+
+
+def _lingua() -> Callable[[str], str | None]:
+    try:
+        from lingua import LanguageDetectorBuilder
+    except ImportError:
+        raise _missing("lingua") from None
+    detector = LanguageDetectorBuilder.from_all_languages().build()
+
+    def detect(text: str) -> str | None:
+        language = detector.detect_language_of(text)
+        return None if language is None else language.iso_code_639_1.name
+
+    return detect
+
+
+def _py3langid() -> Callable[[str], str | None]:
+    try:
+        import py3langid
+    except ImportError:
+        raise _missing("py3langid") from None
+
+    def detect(text: str) -> str | None:
+        return py3langid.classify(text)[0]
+
+    return detect
+
+
+_FACTORIES: dict[str, Callable[[], Callable[[str], str | None]]] = {
+    "langdetect": _langdetect, "lingua": _lingua, "py3langid": _py3langid,
+}
+_CACHE: dict[str, LanguageIdentifier] = {}
+
+
+def available_identifiers() -> list[str]:
+    """Names accepted by :func:`get_identifier` (installed or not)."""
+    return list(_FACTORIES)
+
+
+def get_identifier(name: str | None = None) -> LanguageIdentifier:
+    """The identifier called ``name`` (default :data:`DEFAULT_LANGID`), built once per process."""
+    name = name or DEFAULT_LANGID
+    if name not in _FACTORIES:
+        raise LangNeuronsError(f"unknown language identifier {name!r}; choose one of {', '.join(_FACTORIES)}")
+    if name not in _CACHE:
+        _CACHE[name] = LanguageIdentifier(name, _version(name), _FACTORIES[name]())
+    return _CACHE[name]
+
+
+def detect_language(text: str, identifier: str | LanguageIdentifier | None = None) -> str | None:
+    """Shortcut: the project code of ``text``'s language with the default (or named) identifier."""
+    if not isinstance(identifier, LanguageIdentifier):
+        identifier = get_identifier(identifier)
+    return identifier.detect(text)
+
+
+# -- comparison on held-out text ------------------------------------------------------------------
+
+@dataclass
+class IdentifierScore:
+    """Accuracy of one identifier per language on held-out text, and its speed."""
+
+    name: str
+    version: str
+    accuracy: dict[str, float]
+    confusions: dict[str, dict[str, int]]
+    texts: int
+    load_seconds: float
+    seconds: float
+
+    @property
+    def mean_accuracy(self) -> float:
+        return sum(self.accuracy.values()) / len(self.accuracy)
+
+    @property
+    def texts_per_second(self) -> float:
+        return self.texts / self.seconds if self.seconds else float("inf")
+
+
+def held_out_sample(directory: str | Path, langs: Sequence[str], per_language: int = 500,
+                    max_chars: int | None = None) -> dict[str, list[str]]:
+    """Every ``k``-th line of each ``{lang}.txt`` (evenly spaced, deterministic), ``per_language`` lines.
+
+    With ``max_chars`` each line is cut to its first ``max_chars`` characters (short generations).
+    """
+    root = Path(directory)
+    sample: dict[str, list[str]] = {}
+    for lang in langs:
+        path = root / f"{lang}.txt"
+        if not path.is_file():
+            raise LangNeuronsError(f"no file {str(path)!r}")
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        lines = [line[:max_chars] if max_chars else line for line in lines if line]
+        step = max(1, len(lines) // per_language)
+        sample[lang] = lines[::step][:per_language]
+    return sample
+
+
+def compare_identifiers(texts_by_lang: dict[str, list[str]], names: Sequence[str] | None = None
+                        ) -> list[IdentifierScore]:
+    """Accuracy (share of texts whose detected code equals the file's language) and speed of each identifier."""
+    scores = []
+    for name in names or available_identifiers():
+        start = time.perf_counter()
+        identifier = get_identifier(name)
+        identifier.detect("warm up the models, load everything lazily loaded")
+        load = time.perf_counter() - start
+        accuracy, confusions, total, seconds = {}, {}, 0, 0.0
+        for lang, texts in texts_by_lang.items():
+            start = time.perf_counter()
+            found = identifier.detect_many(texts)
+            seconds += time.perf_counter() - start
+            total += len(texts)
+            accuracy[lang] = sum(code == lang for code in found) / len(texts)
+            counts: dict[str, int] = {}
+            for code in found:
+                if code != lang:
+                    counts[str(code)] = counts.get(str(code), 0) + 1
+            confusions[lang] = dict(sorted(counts.items(), key=lambda item: -item[1]))
+        scores.append(IdentifierScore(name, identifier.version, accuracy, confusions, total, load, seconds))
+    return scores
+
+
+def format_comparison(scores: list[IdentifierScore]) -> str:
+    """A Markdown table: one row per identifier, accuracy per language, mean, texts per second."""
+    langs = list(scores[0].accuracy)
+    head = "| identifier | " + " | ".join(langs) + " | mean | texts/s | load s |"
+    lines = [head, "|" + "---|" * (len(langs) + 4)]
+    for score in scores:
+        cells = " | ".join(f"{score.accuracy[lang]:.3f}" for lang in langs)
+        lines.append(f"| {score.name} {score.version} | {cells} | {score.mean_accuracy:.3f} | "
+                     f"{score.texts_per_second:.0f} | {score.load_seconds:.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:  # pragma: no cover - a measurement script
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Compare the language identifiers on held-out text.")
+    parser.add_argument("directory", help="folder of {lang}.txt files, one text per line (e.g. ../shared/data/bible)")
+    parser.add_argument("--langs", default="en,zh,fr,es,vi,id,ja,de,ru,ar")
+    parser.add_argument("--per-language", type=int, default=500)
+    parser.add_argument("--max-chars", type=int, default=None, help="cut every text to this many characters")
+    parser.add_argument("--identifiers", default=",".join(available_identifiers()))
+    args = parser.parse_args(argv)
+    sample = held_out_sample(args.directory, args.langs.split(","), args.per_language, args.max_chars)
+    scores = compare_identifiers(sample, args.identifiers.split(","))
+    print(format_comparison(scores))
+    for score in scores:
+        worst = {lang: conf for lang, conf in score.confusions.items() if conf}
+        print(f"{score.name} errors: " + "; ".join(f"{lang}->{dict(list(c.items())[:3])}" for lang, c in worst.items()))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

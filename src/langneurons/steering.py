@@ -1,0 +1,339 @@
+"""Steering the output language (LAPE paper, section 3.3.4, Tables 4 and 5).
+
+:func:`generate_records` runs conditions (normal, deactivate / activate languages) over prompts or
+over unconditional samples and identifies the language of every output; :func:`language_accuracy` is
+Table 4's first block: for each language X, the share of outputs detected as X without intervention
+(``normal``) and with X's neurons activated to X's mean activation x strength (``steered``). Three
+kinds of prompts:
+
+- ``prompts``: each language's own questions (Table 4: off-target answers to X questions);
+- ``prompt_language=Y``: every X is steered on Y's questions (cross-lingual, as Table 5; with
+  ``deactivate_prompt_language`` Y's neurons are deactivated too);
+- ``unconditional=N``: N samples from the BOS token alone, normal once and with each X activated.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from langneurons.artefacts import atomic_directory, sidecar, write_json
+from langneurons.errors import LangNeuronsError
+from langneurons.generation import (Condition, GenerationSettings, generate_texts, generate_unconditional,
+                                    start_token_id)
+from langneurons.langid import LanguageIdentifier, get_identifier
+from langneurons.loading import LoadedModel
+
+GENERATIONS_KIND = "generations"
+ACCURACY_KIND = "language_accuracy"
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class GenerationRecord:
+    """One output: the prompt's language and line (or sample number), the condition and the detected language."""
+
+    language: str | None
+    index: int
+    prompt: str
+    input: str
+    condition: str
+    deactivate: list[str]
+    activate: list[str]
+    strength: float | None
+    output: str
+    detected_language: str | None
+    judge_score: float | None = None
+    judge_reason: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class PromptGroup:
+    """Prompts that are generated together: questions of one language, or ``count`` unconditional samples."""
+
+    name: str
+    language: str | None
+    questions: list[str] = field(default_factory=list)
+    unconditional: int = 0
+
+
+def generate_records(loaded: LoadedModel, groups: Sequence[PromptGroup], conditions: Sequence[Condition],
+                     settings: GenerationSettings, neurons: Any = None, stats: Any = None,
+                     identifier: LanguageIdentifier | None = None, judge: Any = None, progress: bool = True
+                     ) -> list[GenerationRecord]:
+    """Generate every group under every condition; detect each output's language (and judge it, if asked)."""
+    identifier = identifier or get_identifier()
+    edits = {condition.name: condition.edits(neurons, stats) for condition in conditions}  # fail before generating
+    total = sum(len(g.questions) + g.unconditional for g in groups) * len(conditions)
+    records: list[GenerationRecord] = []
+    site_map = None
+    if neurons is not None and any(edits.values()):
+        from langneurons.sites import locate_site
+
+        site_map = locate_site(loaded.model, neurons.site)
+        neurons.check_shape(site_map.num_layers, site_map.width, what=f"model {loaded.name!r}")
+    bos_text = loaded.tokenizer.convert_ids_to_tokens(start_token_id(loaded.tokenizer)) if any(
+        g.unconditional for g in groups) else ""
+    with tqdm(total=total, unit="gen", disable=not progress, dynamic_ncols=True) as bar:
+        for condition in conditions:
+            for group in groups:
+                bar.set_description(f"{condition.name} {group.name}")
+                if group.unconditional:
+                    outputs = generate_unconditional(loaded, group.unconditional, settings, edits[condition.name],
+                                                     site_map=site_map, progress=bar)
+                    items = [("", bos_text)] * group.unconditional
+                else:
+                    outputs = generate_texts(loaded, group.questions, settings, edits[condition.name],
+                                             site_map=site_map, progress=bar)
+                    items = [(q, settings.template.format(question=q)) for q in group.questions]
+                detected = identifier.detect_many(outputs)
+                for index, ((question, text), output, code) in enumerate(zip(items, outputs, detected)):
+                    records.append(GenerationRecord(
+                        group.language, index, question, text, condition.name, list(condition.deactivate),
+                        list(condition.activate), condition.strength if condition.activate else None, output, code))
+    if judge is not None:
+        for record in records:
+            if record.prompt:
+                result = judge.score(record.prompt, record.output)
+                record.judge_score, record.judge_reason = result.score, result.reason
+    return records
+
+
+def write_generations(path: Path, records: Sequence[GenerationRecord]) -> None:
+    """One JSON object per line (UTF-8, not ASCII-escaped)."""
+    with open(path, "w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record.to_json(), ensure_ascii=False) + "\n")
+
+
+def read_generations(path: str | Path) -> list[GenerationRecord]:
+    """Records from a ``generations.jsonl``."""
+    records = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(GenerationRecord(**json.loads(line)))
+            except (json.JSONDecodeError, TypeError) as exc:
+                raise LangNeuronsError(f"{str(path)!r} line {number}: not a generation record ({exc})") from None
+    return records
+
+
+def save_generations(directory: str | Path, records: Sequence[GenerationRecord], meta: dict[str, Any]) -> Path:
+    """``generations.jsonl`` and ``meta.json`` (provenance), written atomically."""
+    with atomic_directory(directory) as staging:
+        write_generations(staging / "generations.jsonl", records)
+        write_json(staging / "meta.json", sidecar(GENERATIONS_KIND, SCHEMA_VERSION, {"records": len(records), **meta}))
+    return Path(directory)
+
+
+def run_meta(loaded: LoadedModel, settings: GenerationSettings, identifier: LanguageIdentifier,
+             conditions: Sequence[Condition], neurons: Any = None, stats: Any = None, judge: Any = None,
+             prompts: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Provenance shared by the generation artefacts: model, neurons, statistics, settings, identifier."""
+    meta: dict[str, Any] = {**loaded.provenance(), "generation": settings.describe(),
+                            "language_identifier": identifier.describe(),
+                            "conditions": [c.describe(neurons, stats) for c in conditions]}
+    if neurons is not None:
+        meta["neurons"] = {"site": neurons.site, "method": neurons.method, "parameters": neurons.parameters,
+                           "sizes": neurons.sizes(), "source": neurons.source}
+    if stats is not None:
+        meta["stats"] = {key: stats.meta.get(key) for key in ("model", "site", "corpus", "dtype") if key in stats.meta}
+        meta["stats"]["token_count"] = dict(zip(stats.languages, stats.token_count.tolist()))
+    if judge is not None:
+        meta["judge"] = judge.describe()
+    if prompts is not None:
+        meta["prompts"] = prompts
+    return meta
+
+
+@dataclass
+class LanguageAccuracy:
+    """Share of outputs in each language: rows ``languages``, columns ``normal`` and ``steered``."""
+
+    languages: list[str]
+    accuracy: torch.Tensor  # float64 [L, 2]
+    counts: dict[str, dict[str, int]]
+    records: list[GenerationRecord]
+    meta: dict[str, Any] = field(default_factory=dict)
+    quality: torch.Tensor | None = None  # float64 [L, 2] mean judge score (NaN where none), when judged
+    columns: tuple[str, str] = ("normal", "steered")
+
+    def row(self, language: str) -> dict[str, float]:
+        return dict(zip(self.columns, self.accuracy[self.languages.index(language)].tolist()))
+
+    def improved(self) -> list[str]:
+        """Languages whose steered share is higher than the normal one."""
+        return [lang for lang, (n, s) in zip(self.languages, self.accuracy.tolist()) if s > n]
+
+    def format(self) -> str:
+        lines = [f"{'language':<10}{'normal':>10}{'steered':>10}"]
+        for lang, (normal, steered) in zip(self.languages, self.accuracy.tolist()):
+            lines.append(f"{lang:<10}{normal:>10.3f}{steered:>10.3f}")
+        lines.append(f"steered > normal for {len(self.improved())} of {len(self.languages)} languages")
+        return "\n".join(lines)
+
+    def save(self, directory: str | Path, plot: bool = True) -> Path:
+        """``language_accuracy.csv``, ``generations.jsonl``, ``meta.json``, ``language_accuracy.png``
+        (and ``content_quality.csv`` when judged), atomically."""
+        with atomic_directory(directory) as staging:
+            _write_table(staging / "language_accuracy.csv", self.languages, self.columns, self.accuracy)
+            if self.quality is not None:
+                _write_table(staging / "content_quality.csv", self.languages, self.columns, self.quality)
+            write_generations(staging / "generations.jsonl", self.records)
+            meta = {"languages": self.languages, "columns": list(self.columns), "counts": self.counts, **self.meta}
+            write_json(staging / "meta.json", sidecar(ACCURACY_KIND, SCHEMA_VERSION, meta))
+            if plot:
+                accuracy_bars(self, staging / "language_accuracy.png")
+        return Path(directory)
+
+
+def _write_table(path: Path, rows: list[str], columns: Sequence[str], values: torch.Tensor) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["language", *columns])
+        for lang, row in zip(rows, values.tolist()):
+            writer.writerow([lang, *("" if v != v else f"{v:.4f}" for v in row)])
+
+
+def load_language_accuracy(directory: str | Path) -> LanguageAccuracy:
+    """Read a result written by :meth:`LanguageAccuracy.save`."""
+    root = Path(directory)
+    try:
+        meta = json.loads((root / "meta.json").read_text(encoding="utf-8"))
+        with open(root / "language_accuracy.csv", newline="") as handle:
+            rows = list(csv.reader(handle))
+    except (OSError, ValueError) as exc:
+        raise LangNeuronsError(f"{str(root)!r} is not a language-accuracy result: {exc}") from None
+    if meta.get("kind") != ACCURACY_KIND:
+        raise LangNeuronsError(f"{str(root)!r} holds a {meta.get('kind')!r} artefact, expected {ACCURACY_KIND!r}")
+    accuracy = torch.tensor([[float(v) for v in row[1:]] for row in rows[1:]], dtype=torch.float64)
+    records = read_generations(root / "generations.jsonl")
+    extra = {k: v for k, v in meta.items() if k not in ("languages", "columns", "counts")}
+    return LanguageAccuracy([row[0] for row in rows[1:]], accuracy, meta.get("counts", {}), records, extra)
+
+
+def accuracy_bars(result: LanguageAccuracy, path: str | Path) -> Path:
+    """Grouped bars: share of outputs in each language, normal vs steered."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    values = result.accuracy.numpy()
+    positions = range(len(result.languages))
+    fig, ax = plt.subplots(figsize=(max(4.8, 1.5 + 0.6 * len(result.languages)), 3.2), dpi=110)
+    ax.bar([p - 0.2 for p in positions], values[:, 0], width=0.4, label=result.columns[0], color="#9aa5b1")
+    ax.bar([p + 0.2 for p in positions], values[:, 1], width=0.4, label=result.columns[1], color="#d1495b")
+    ax.set_xticks(list(positions), result.languages)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("share of outputs in the language")
+    ax.set_title(result.meta.get("title", "language accuracy"), fontsize=9)
+    ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def steering_languages(neurons: Any, stats: Any, candidates: Sequence[str] | None, langs: Sequence[str] | None
+                       ) -> list[str]:
+    """Languages present in the neuron set, the statistics and ``candidates`` (prompt files), or ``langs`` checked."""
+    available = [lang for lang in neurons.languages if lang in stats.languages
+                 and (candidates is None or lang in candidates)]
+    if langs:
+        missing = [lang for lang in langs if lang not in available]
+        if missing:
+            raise LangNeuronsError(f"cannot steer language(s) {', '.join(missing)}: each needs neurons, statistics"
+                                   + (" and a prompt file" if candidates is not None else "")
+                                   + f" (available: {', '.join(available) or 'none'})")
+        return list(langs)
+    if not available:
+        raise LangNeuronsError("no language is in the neuron set, the statistics"
+                               + (" and the prompts" if candidates is not None else ""))
+    return available
+
+
+def language_accuracy(model: Any, neurons: Any, stats: Any, prompts: dict[str, list[str]] | None = None,
+                      unconditional: int | None = None, prompt_language: str | None = None,
+                      deactivate_prompt_language: bool = False, strength: float = 1.0,
+                      langs: Sequence[str] | None = None, settings: GenerationSettings | None = None,
+                      identifier: str | LanguageIdentifier | None = None, judge: Any = None, tokenizer: Any = None,
+                      progress: bool = True) -> LanguageAccuracy:
+    """Table 4 (first block): per language X, share of outputs detected as X, normal vs X activated.
+
+    Give ``prompts`` (``{lang: questions}``, see :func:`langneurons.generation.read_prompts`), optionally
+    with ``prompt_language``, or ``unconditional`` (samples per condition). Returns named rows / columns,
+    every generation record and provenance.
+    """
+    from langneurons.loading import as_loaded
+
+    loaded = as_loaded(model, tokenizer)
+    if not isinstance(identifier, LanguageIdentifier):
+        identifier = get_identifier(identifier)
+    if (prompts is None) == (unconditional is None):
+        raise LangNeuronsError("give either prompts or --unconditional N")
+    if unconditional is not None:
+        settings = settings or GenerationSettings(sample=True)
+        if not settings.sample:
+            raise LangNeuronsError("--unconditional samples: add --sample")
+    settings = (settings or GenerationSettings()).validate()
+    if prompt_language is not None and (prompts is None or prompt_language not in prompts):
+        raise LangNeuronsError(f"no prompts in language {prompt_language!r}")
+    if deactivate_prompt_language and prompt_language is None:
+        raise LangNeuronsError("--deactivate-prompt-language needs --prompt-language")
+    own_prompts = prompts is not None and prompt_language is None
+    languages = steering_languages(neurons, stats, list(prompts) if own_prompts else None, langs)
+    if prompt_language is not None and deactivate_prompt_language:
+        neurons.layers(prompt_language)
+    # groups and conditions
+    if unconditional is not None:
+        shared = PromptGroup("unconditional", None, unconditional=unconditional)
+    elif prompt_language is not None:
+        shared = PromptGroup(prompt_language, prompt_language, questions=prompts[prompt_language])
+    else:
+        shared = None
+    normal = Condition()
+    plan: list[tuple[str, PromptGroup, Condition]] = []  # (target language, group, steered condition)
+    for lang in languages:
+        group = shared or PromptGroup(lang, lang, questions=prompts[lang])
+        deactivate = [prompt_language] if deactivate_prompt_language and prompt_language != lang else []
+        plan.append((lang, group, Condition(deactivate=deactivate, activate=[lang], strength=strength)))
+    records: list[GenerationRecord] = []
+    normal_groups = [shared] if shared else [group for _, group, _ in plan]
+    normal_records = generate_records(loaded, normal_groups, [normal], settings, neurons, stats, identifier,
+                                      judge, progress)
+    records.extend(normal_records)
+    accuracy = torch.zeros(len(languages), 2, dtype=torch.float64)
+    quality = torch.full((len(languages), 2), float("nan"), dtype=torch.float64)
+    counts: dict[str, dict[str, int]] = {}
+    for row, (lang, group, condition) in enumerate(plan):
+        steered = generate_records(loaded, [group], [condition], settings, neurons, stats, identifier, judge,
+                                   progress)
+        records.extend(steered)
+        base = normal_records if shared else [r for r in normal_records if r.language == lang]
+        for column, subset in enumerate((base, steered)):
+            accuracy[row, column] = sum(r.detected_language == lang for r in subset) / len(subset)
+            scores = [r.judge_score for r in subset if r.judge_score is not None]
+            if scores:
+                quality[row, column] = sum(scores) / len(scores)
+        counts[lang] = {"outputs": len(steered), "normal_in_language": sum(r.detected_language == lang for r in base),
+                        "steered_in_language": sum(r.detected_language == lang for r in steered)}
+    mode = ("unconditional" if unconditional is not None else
+            f"prompts in {prompt_language}" if prompt_language is not None else "own-language prompts")
+    conditions = [normal] + [condition for _, _, condition in plan]
+    meta = run_meta(loaded, settings, identifier, conditions, neurons, stats, judge)
+    meta.update({"mode": mode, "strength": strength, "unconditional": unconditional,
+                 "prompt_language": prompt_language, "deactivate_prompt_language": deactivate_prompt_language,
+                 "title": f"language accuracy ({mode}, strength {strength:g})",
+                 "accuracy": "share of outputs whose detected language is the row's language"})
+    return LanguageAccuracy(languages, accuracy, counts, records, meta,
+                            quality if judge is not None else None)

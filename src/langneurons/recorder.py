@@ -1,27 +1,36 @@
 """One streaming pass over a corpus that feeds neuron activations into statistics.
 
 The recorder never keeps raw activations: a hook at the neuron site of every layer hands the
-activations ``[batch, seq, width]`` to each statistic, which reduces them on the model's device.
-It runs the model's base (no LM head: logits are not needed) under ``torch.inference_mode``.
+activations ``[batch, seq, width]`` to each statistic, which reduces them where they are (on the
+layer's device). It runs the model's base (no LM head: logits are not needed) under
+``torch.inference_mode`` with the model's own attention implementation (SDPA stays SDPA), and stops
+the forward pass once the last hooked layer has fired. :func:`record` streams the corpus (memory does
+not grow with it), runs under ``torchrun`` as one data-parallel rank (:mod:`langneurons.distributed`),
+and can write checkpoints and resume from them (:mod:`langneurons.checkpoint`).
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from langneurons.corpus import PackedCorpus, default_seq_len, load_corpus
+from langneurons import distributed
+from langneurons.accumulator import StatsAccumulator
+from langneurons.checkpoint import CheckpointStore, RecordPosition
+from langneurons.corpus import PackedCorpus, default_seq_len, find_corpus_files
 from langneurons.errors import LangNeuronsError
 from langneurons.loading import LoadedModel, as_loaded
-from langneurons.sites import SiteMap, input_device, locate_site, site_hooks
+from langneurons.schedule import PlannedBatch, ScheduleCursor, batch_schedule, select_batches
+from langneurons.sites import SiteMap, locate_site, site_hooks
 from langneurons.stats.activation import ActivationStats
 from langneurons.stats.base import BatchInfo, SiteStatistic
-
+from langneurons.streaming import StreamingCorpus, scan_file
 
 _REDUCE_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -31,6 +40,32 @@ def model_body(model: nn.Module) -> nn.Module:
     prefix = getattr(model, "base_model_prefix", None)
     body = getattr(model, prefix, None) if prefix else None
     return body if isinstance(body, nn.Module) else model
+
+
+def execution_device(model: nn.Module) -> torch.device:
+    """Where input ids go: the input embedding's device, or its execution device under accelerate offload."""
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    if embeddings is not None:
+        hook = getattr(embeddings, "_hf_hook", None)
+        for candidate in getattr(hook, "hooks", [hook]):
+            device = getattr(candidate, "execution_device", None)
+            if device is not None:
+                return torch.device("cuda", device) if isinstance(device, int) else torch.device(device)
+        if embeddings.weight.device.type != "meta":
+            return embeddings.weight.device
+    for parameter in model.parameters():
+        if parameter.device.type != "meta":
+            return parameter.device
+    return torch.device("cpu")
+
+
+def offloads_weights(model: nn.Module) -> bool:
+    """Some weights live off the execution device and accelerate loads them per forward (cpu/disk offload)."""
+    for module in model.modules():
+        hook = getattr(module, "_hf_hook", None)
+        if hook is not None and any(getattr(h, "offload", False) for h in getattr(hook, "hooks", [hook])):
+            return True
+    return False
 
 
 def shard_windows(windows: torch.Tensor, shard_index: int, num_shards: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -43,11 +78,15 @@ def shard_windows(windows: torch.Tensor, shard_index: int, num_shards: int) -> t
 
 @dataclass
 class Batch:
-    """One forward pass worth of input: ``input_ids[batch, seq]``, optional ``attention_mask`` (1 = token)."""
+    """One forward pass worth of input: ``input_ids[batch, seq]``, optional ``attention_mask`` (1 = token).
+
+    ``index`` is the batch's position in a recording's schedule (for checkpoints), when it has one.
+    """
 
     info: BatchInfo
     input_ids: torch.Tensor
     attention_mask: torch.Tensor | None = None
+    index: int | None = None
 
 
 def window_batches(windows: dict[str, torch.Tensor], batch_size: int,
@@ -62,6 +101,10 @@ def window_batches(windows: dict[str, torch.Tensor], batch_size: int,
                         lang_windows[start : start + batch_size])
 
 
+class _LastLayerDone(Exception):
+    """Raised by the hook of the last layer to end a forward pass whose remaining output is not needed."""
+
+
 @torch.inference_mode()
 def run_batches(
     model: nn.Module,
@@ -71,18 +114,27 @@ def run_batches(
     total_tokens: int | None = None,
     progress: bool = True,
     desc: str = "record",
+    stop_early: bool = True,
+    after_batch: Callable[[Batch], None] | None = None,
 ) -> None:
     """Run ``batches`` through the model's decoder stack and feed every statistic at the site.
 
     A batch with an ``attention_mask`` (right padding) passes it to the model and to the statistics as
-    ``BatchInfo.token_mask``, so padding never counts.
+    ``BatchInfo.token_mask``, so padding never counts. With ``stop_early`` the forward pass ends as soon
+    as every layer's site has fired (the rest of the last layer and the final norm are skipped); not when
+    accelerate offloads weights, whose hooks must run to the end. ``after_batch`` runs after each batch.
     """
     statistics = list(statistics)
-    body, device = model_body(model), input_device(model)
+    body, device = model_body(model), execution_device(model)
+    stop_early = stop_early and not offloads_weights(model)
+    fired = [0]
 
     def feed(layer: int, activations: torch.Tensor) -> None:
         for statistic in statistics:
             statistic.update(layer, activations)
+        fired[0] += 1
+        if stop_early and fired[0] == site_map.num_layers:
+            raise _LastLayerDone
 
     bar = tqdm(total=total_tokens, unit="tok", unit_scale=True, disable=not progress, desc=desc, dynamic_ncols=True)
     with site_hooks(site_map, feed), bar:
@@ -95,9 +147,18 @@ def run_batches(
                 batch.info.token_mask = kwargs["attention_mask"].bool()
             for statistic in statistics:
                 statistic.begin_batch(batch.info, input_ids.shape[0], input_ids.shape[1])
-            body(input_ids=input_ids, use_cache=False, **kwargs)
+            fired[0] = 0
+            try:
+                body(input_ids=input_ids, use_cache=False, **kwargs)
+            except _LastLayerDone:
+                pass
+            if fired[0] != site_map.num_layers:
+                raise LangNeuronsError(f"the site {site_map.site!r} fired {fired[0]} times in a forward pass "
+                                       f"of {site_map.num_layers} layers")
             for statistic in statistics:
                 statistic.end_batch()
+            if after_batch is not None:
+                after_batch(batch)
             bar.update(batch.info.num_tokens(*input_ids.shape))
 
 
@@ -114,6 +175,30 @@ def run_statistics(
     batches = window_batches(windows, batch_size, sample_ids)
     total = sum(int(w.numel()) for w in windows.values())
     run_batches(model, site_map, batches, statistics, total_tokens=total, progress=progress)
+
+
+class _Checkpointer:
+    """Writes the accumulator every ``every`` windows of this rank, and tracks the position reached."""
+
+    def __init__(self, store: CheckpointStore | None, every: int | None, fingerprint: dict[str, Any],
+                 accumulator: StatsAccumulator, position: RecordPosition) -> None:
+        self.store, self.every, self.fingerprint = store, every, fingerprint
+        self.accumulator, self.position = accumulator, position
+        self.since = 0
+
+    def after_batch(self, batch: Batch) -> None:
+        windows = int(batch.input_ids.shape[0])
+        self.position.next_batch = int(batch.index) + 1
+        self.position.windows_done += windows
+        self.position.tokens_done += batch.info.num_tokens(*batch.input_ids.shape)
+        self.since += windows
+        if self.store is not None and self.every and self.since >= self.every:
+            self.save()
+
+    def save(self) -> None:
+        if self.store is not None:
+            self.store.save(self.accumulator.state_dict(), self.position, self.fingerprint, self.every)
+            self.since = 0
 
 
 def record(
@@ -133,39 +218,111 @@ def record(
     num_shards: int = 1,
     reduce_dtype: str | torch.dtype = "float32",
     progress: bool = True,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
+    distributed_run: bool | None = None,
+    reduction: str | None = None,
 ) -> ActivationStats:
     """Record per-language activation statistics of every neuron at ``site``.
 
-    ``corpus`` is a directory of ``{lang}.txt`` / ``{lang}.jsonl`` files (or a packed corpus).
-    Returns :class:`ActivationStats` with tensors ``[language, layer, neuron]`` on the CPU.
-    With ``num_shards > 1`` only every ``num_shards``-th window is run; shards merge by addition.
-    ``reduce_dtype="float64"`` makes the per-batch sums exact to double precision (slower); the default
-    float32 blocks keep the error near 1e-7 of the sum of magnitudes.
+    ``corpus`` is a directory of ``{lang}.txt`` / ``{lang}.jsonl`` files, streamed (windows are made
+    while the files are read), or a packed corpus. Returns :class:`ActivationStats` with tensors
+    ``[language, layer, neuron]`` on the CPU. With ``num_shards > 1`` only every ``num_shards``-th window
+    is run; shards merge by addition. ``reduce_dtype="float64"`` makes the CPU per-block sums exact to
+    double precision (slower); ``reduction`` picks ``blocks`` / ``direct`` (default: blocks on the CPU,
+    direct on accelerators, see :mod:`langneurons.accumulator`).
+
+    Under ``torchrun`` (``distributed_run=None`` follows the environment) this process runs its rank's
+    batches and the statistics are summed over all ranks; every rank returns the total.
+    With ``checkpoint_dir`` and ``checkpoint_every=N`` the partial sums are written atomically every ``N``
+    windows (per rank) and once more at the end; ``resume=True`` continues from the newest checkpoint
+    (it is verified first) and the result equals an uninterrupted run. The checkpoints are left in place:
+    remove them with ``CheckpointStore(checkpoint_dir, rank).clear()`` once the result is saved.
     """
     reduce_dtype = _REDUCE_DTYPES.get(reduce_dtype, reduce_dtype)
     if reduce_dtype not in (torch.float32, torch.float64):
         raise LangNeuronsError(f"reduce_dtype must be float32 or float64, got {reduce_dtype!r}")
+    if checkpoint_every is not None and checkpoint_every < 1:
+        raise LangNeuronsError(f"--checkpoint-every must be at least 1 window, got {checkpoint_every}")
+    if (checkpoint_every is not None or resume) and checkpoint_dir is None:
+        raise LangNeuronsError("checkpoints need a checkpoint directory")
+    files = None
+    if not isinstance(corpus, PackedCorpus):  # check and hash the files before any model time is spent
+        files = {lang: scan_file(lang, path) for lang, path in find_corpus_files(corpus, langs).items()}
+    context, device = distributed.setup(device, distributed_run)
+    if context.is_distributed and device_map is not None:
+        raise LangNeuronsError("--device-map cannot be combined with data-parallel ranks (torchrun); "
+                               "run one process per model copy")
     loaded = as_loaded(model, tokenizer, device=device, dtype=dtype, revision=revision, device_map=device_map)
     site_map = locate_site(loaded.model, site)
-    if isinstance(corpus, PackedCorpus):
-        packed = corpus
+    if files is None:
+        source: PackedCorpus | StreamingCorpus = corpus
     else:
-        length = seq_len or default_seq_len(loaded.model)
-        packed = load_corpus(corpus, loaded.tokenizer, length, langs=langs, max_tokens=max_tokens)
-    windows, sample_ids = {}, {}
-    for lang, lang_windows in packed.windows.items():
-        windows[lang], sample_ids[lang] = shard_windows(lang_windows, shard_index, num_shards)
+        source = StreamingCorpus(Path(corpus), loaded.tokenizer, seq_len or default_seq_len(loaded.model),
+                                 max_tokens, files)
+        if source.seq_len < 2:
+            raise LangNeuronsError(f"--seq-len must be at least 2, got {source.seq_len}")
+        if max_tokens is not None and max_tokens < source.seq_len:
+            raise LangNeuronsError(f"--max-tokens {max_tokens} is smaller than one window (--seq-len {source.seq_len})")
+    stats_device = execution_device(loaded.model)
+    accumulator = StatsAccumulator(source.languages, site_map.num_layers, site_map.width, stats_device,
+                                   reduce_dtype=reduce_dtype, strategy=reduction)
+    parameters = {"batch_size": batch_size, "shard_index": shard_index, "num_shards": num_shards,
+                  "reduce_dtype": str(reduce_dtype).replace("torch.", ""), "reduction": accumulator.strategy,
+                  "world_size": context.world_size}
+    provenance = loaded.provenance()
+    fingerprint = {
+        **{key: provenance[key] for key in ("model", "revision", "model_type", "dtype")},
+        "site": site, "num_layers": site_map.num_layers, "width": site_map.width, "languages": source.languages,
+        "corpus": {"path": None if files is None else str(corpus), "seq_len": source.seq_len,
+                   "max_tokens": source.max_tokens,
+                   "sha256": {lang: entry["sha256"] for lang, entry in source.provenance()["files"].items()}},
+        **parameters, "rank": context.rank,
+    }
+
+    store = None if checkpoint_dir is None else CheckpointStore(checkpoint_dir, context.rank)
+    position, every = RecordPosition(), checkpoint_every
+    if store is not None and resume:
+        found = store.load(fingerprint)
+        if found is None:
+            if context.is_main:
+                print(f"no checkpoint in {str(checkpoint_dir)!r}; starting from the beginning", file=sys.stderr)
+        else:
+            accumulator.load_state_dict(found.state)
+            position, every = found.position, every or found.every
+    elif store is not None and store.exists():
+        raise LangNeuronsError(f"{str(checkpoint_dir)!r} holds checkpoints of an earlier run; resume it "
+                               "(--resume) or delete it")
+    resumed_from = position.next_batch
+    checkpointer = _Checkpointer(store, every, fingerprint, accumulator, position)
+
+    cursor = ScheduleCursor()
+    planned = select_batches(batch_schedule(source, batch_size, shard_index, num_shards),
+                             lambda index: distributed.owns_batch(context, index), resumed_from, cursor)
+    total = None
+    if isinstance(source, PackedCorpus):
+        total = sum(int(w.numel()) for w in source.windows.values()) // (num_shards * context.world_size)
+    run_batches(loaded.model, site_map, (_as_batch(p) for p in planned), [accumulator], total_tokens=total,
+                progress=progress and context.is_main, after_batch=checkpointer.after_batch)
+    if cursor.length is not None:
+        position.next_batch = max(position.next_batch, cursor.length)
+    checkpointer.save()  # the complete state: nothing is lost between here and the caller's save
+    distributed.all_reduce_sum(context, accumulator.tensors())
+
     meta = {
-        **loaded.provenance(),
+        **provenance,
         "site": site,
         "site_info": site_map.describe(),
         "architecture": site_map.spec.to_dict(),
-        "corpus": {"path": str(corpus) if not isinstance(corpus, PackedCorpus) else None, **packed.provenance()},
-        "parameters": {"batch_size": batch_size, "shard_index": shard_index, "num_shards": num_shards,
-                       "reduce_dtype": str(reduce_dtype).replace("torch.", "")},
+        "corpus": {"path": None if files is None else str(corpus), **source.provenance()},
+        "parameters": parameters,
     }
-    stats = ActivationStats.empty(packed.languages, site_map.num_layers, site_map.width, input_device(loaded.model),
-                                  meta=meta, reduce_dtype=reduce_dtype)
-    run_statistics(loaded.model, site_map, windows, [stats], batch_size=batch_size, progress=progress,
-                   sample_ids=sample_ids)
-    return stats.to("cpu")
+    if resumed_from:
+        meta["resumed_from_batch"] = resumed_from
+    return accumulator.to_stats(meta)
+
+
+def _as_batch(planned: PlannedBatch) -> Batch:
+    return Batch(BatchInfo(planned.language, sample_ids=torch.tensor(planned.window_ids)), planned.input_ids(),
+                 index=planned.index)

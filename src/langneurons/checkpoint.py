@@ -1,0 +1,149 @@
+"""Checkpoints of a recording: the partial sums and the position reached, written atomically.
+
+A checkpoint is an ordinary artefact (``tensors.safetensors`` + ``meta.json`` with a SHA-256 of the
+tensors, see :mod:`langneurons.artefacts`) in ``<directory>/rank-<r>/step-<n>/``, where ``n`` is the
+index, in the run's batch schedule, of the first batch not yet run. Each one is written into a staging
+directory and renamed into place, so a process killed at any moment leaves either the previous
+checkpoint or the new one, never a torn one; the two newest are kept. Loading verifies the checksum,
+that the tensors agree with the recorded position and that the run (model, corpus files, window
+length, batch size, sharding, ranks, reduction) is the same, and reports any mismatch instead of
+using it. Resuming restores the float64 sums exactly, so a resumed run equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from langneurons.artefacts import read_artefact, write_artefact
+from langneurons.errors import LangNeuronsError
+
+KIND = "record_checkpoint"
+SCHEMA_VERSION = 1
+STEP_PREFIX = "step-"
+KEEP = 2
+
+
+@dataclass
+class RecordPosition:
+    """How far one rank got: the next batch index of the schedule, and what it ran so far."""
+
+    next_batch: int = 0
+    windows_done: int = 0
+    tokens_done: int = 0
+
+
+@dataclass
+class Checkpoint:
+    """A verified checkpoint: accumulator state (CPU tensors), position and the interval it was written at."""
+
+    state: dict[str, torch.Tensor]
+    position: RecordPosition
+    every: int | None
+    path: Path
+
+
+def default_checkpoint_dir(out: str | Path) -> Path:
+    """``OUT.checkpoint`` next to the output directory ``OUT``."""
+    out = Path(out)
+    return out.with_name(out.name + ".checkpoint")
+
+
+def _normalised(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+class CheckpointStore:
+    """The checkpoints of one rank of a recording under ``directory``."""
+
+    def __init__(self, directory: str | Path, rank: int = 0) -> None:
+        self.directory = Path(directory)
+        self.root = self.directory / f"rank-{rank}"
+
+    def _steps(self) -> list[tuple[int, Path]]:
+        if not self.root.is_dir():
+            return []
+        steps = []
+        for path in self.root.iterdir():
+            if path.name.startswith(STEP_PREFIX) and path.is_dir():
+                try:
+                    steps.append((int(path.name[len(STEP_PREFIX):]), path))
+                except ValueError:
+                    continue
+        return sorted(steps)
+
+    def _remove_staging(self) -> None:
+        """Staging directories left by a process killed while writing (never a valid checkpoint)."""
+        if self.root.is_dir():
+            for path in self.root.iterdir():
+                if path.name.startswith(".") and path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+
+    def exists(self) -> bool:
+        """Any checkpoint of any rank under the directory."""
+        return self.directory.is_dir() and any(
+            rank.is_dir() and any(p.name.startswith(STEP_PREFIX) for p in rank.iterdir())
+            for rank in self.directory.glob("rank-*"))
+
+    def load(self, fingerprint: dict[str, Any]) -> Checkpoint | None:
+        """The newest checkpoint of this rank, verified against ``fingerprint``; ``None`` if there is none."""
+        self._remove_staging()
+        steps = self._steps()
+        if not steps:
+            return None
+        number, path = steps[-1]
+        hint = f"; delete {str(path)!r} to resume from the checkpoint before it" if len(steps) > 1 else \
+            f"; delete {str(self.directory)!r} to start over"
+        try:
+            tensors, meta = read_artefact(path, KIND, SCHEMA_VERSION)
+        except LangNeuronsError as exc:
+            raise LangNeuronsError(f"checkpoint {str(path)!r} cannot be used: {exc}{hint}") from None
+        position = RecordPosition(**{key: int(value) for key, value in meta.get("position", {}).items()})
+        if position.next_batch != number:
+            raise LangNeuronsError(f"checkpoint {str(path)!r} is inconsistent: its meta.json says batch "
+                                   f"{position.next_batch}{hint}")
+        tokens = int(tensors["token_count"].sum()) if "token_count" in tensors else -1
+        if tokens != position.tokens_done:
+            raise LangNeuronsError(f"checkpoint {str(path)!r} is inconsistent: {tokens} tokens in the tensors, "
+                                   f"{position.tokens_done} in meta.json{hint}")
+        recorded, current = meta.get("run", {}), _normalised(fingerprint)
+        for key in sorted(set(recorded) | set(current)):
+            if recorded.get(key) != current.get(key):
+                raise LangNeuronsError(
+                    f"checkpoint {str(self.directory)!r} belongs to a different run ({key}: "
+                    f"{_short(recorded.get(key))} there, {_short(current.get(key))} now); "
+                    "use another --checkpoint-dir or delete it")
+        return Checkpoint(tensors, position, meta.get("checkpoint_every"), path)
+
+    def save(self, state: dict[str, torch.Tensor], position: RecordPosition, fingerprint: dict[str, Any],
+             every: int | None) -> Path:
+        """Write a checkpoint atomically, then drop all but the :data:`KEEP` newest."""
+        path = self.root / f"{STEP_PREFIX}{position.next_batch:012d}"
+        if path.exists():  # the same position again (e.g. the final checkpoint): nothing new
+            return path
+        meta = {"position": asdict(position), "run": _normalised(fingerprint), "checkpoint_every": every}
+        write_artefact(path, KIND, SCHEMA_VERSION, state, meta)
+        for _, old in self._steps()[:-KEEP]:
+            shutil.rmtree(old, ignore_errors=True)
+        return path
+
+    def clear(self) -> None:
+        """Remove this rank's checkpoints (and the directory once no rank has any left)."""
+        for _, path in self._steps():
+            shutil.rmtree(path, ignore_errors=True)
+        self._remove_staging()
+        for directory in (self.root, self.directory):
+            try:
+                directory.rmdir()  # only when empty
+            except OSError:
+                pass
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

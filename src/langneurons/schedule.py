@@ -1,0 +1,86 @@
+"""The batch schedule of a recording: which windows form batch ``g``, and which process runs it.
+
+Languages come one after the other; within a language the windows of the ``--shard I/N`` (every
+``N``-th window, starting at ``I``) are grouped into batches of ``batch_size`` in corpus order (the last
+batch of a language may be smaller). Batches are numbered ``g = 0, 1, ...`` across languages. Rank
+``r`` of ``W`` data-parallel processes runs the batches with ``g % W == r``, so every rank runs whole
+batches exactly as a single process would (same windows, same batch shapes, bit-identical
+activations), and a checkpoint can name its position by ``g``. Windows are produced lazily: batches
+that are skipped (other ranks', or already done before a resume) are never stacked or run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+
+from langneurons.corpus import PackedCorpus
+from langneurons.errors import LangNeuronsError
+from langneurons.streaming import StreamingCorpus
+
+
+@dataclass
+class PlannedBatch:
+    """Batch ``index`` of the schedule: ``language`` and the corpus indices and rows of its windows."""
+
+    index: int
+    language: str
+    window_ids: list[int]
+    rows: list[torch.Tensor]
+
+    def input_ids(self) -> torch.Tensor:
+        """``long[batch, seq]``."""
+        return torch.stack(self.rows)
+
+
+def language_windows(corpus: PackedCorpus | StreamingCorpus, language: str) -> Iterator[torch.Tensor]:
+    """Windows ``long[seq]`` of ``language``, in corpus order."""
+    if isinstance(corpus, PackedCorpus):
+        return iter(corpus.windows[language])
+    return corpus.windows(language)
+
+
+def batch_schedule(corpus: PackedCorpus | StreamingCorpus, batch_size: int, shard_index: int = 0,
+                   num_shards: int = 1) -> Iterator[PlannedBatch]:
+    """Every batch of the run, in order (windows of ``--shard shard_index/num_shards`` only)."""
+    if batch_size < 1:
+        raise LangNeuronsError(f"--batch-size must be at least 1, got {batch_size}")
+    if not 0 <= shard_index < num_shards:
+        raise LangNeuronsError(f"shard index {shard_index} is not in [0, {num_shards})")
+    index = 0
+    for language in corpus.languages:
+        ids: list[int] = []
+        rows: list[torch.Tensor] = []
+        for window_id, window in enumerate(language_windows(corpus, language)):
+            if window_id % num_shards != shard_index:
+                continue
+            ids.append(window_id)
+            rows.append(window)
+            if len(rows) == batch_size:
+                yield PlannedBatch(index, language, ids, rows)
+                index += 1
+                ids, rows = [], []
+        if rows:
+            yield PlannedBatch(index, language, ids, rows)
+            index += 1
+
+
+@dataclass
+class ScheduleCursor:
+    """How many batches the schedule had once it was walked to the end (``None`` before)."""
+
+    length: int | None = None
+
+
+def select_batches(schedule: Iterator[PlannedBatch], runs: Callable[[int], bool], start: int = 0,
+                   cursor: ScheduleCursor | None = None) -> Iterator[PlannedBatch]:
+    """The batches of ``schedule`` this process runs: ``runs(index)`` and not before ``start``."""
+    seen = 0
+    for planned in schedule:
+        seen = planned.index + 1
+        if planned.index >= start and runs(planned.index):
+            yield planned
+    if cursor is not None:
+        cursor.length = seen

@@ -13,8 +13,17 @@ import torch
 import torch.nn.functional as F
 
 import langneurons as ln
-from langneurons.analysis import (dominance_scores, language_dominance, layer_distribution, mean_ses, neuron_overlap,
-                                  pairwise_ses, selection_sweep, sentence_embeddings, sentence_similarity)
+from langneurons.analysis import (
+    dominance_scores,
+    language_dominance,
+    layer_distribution,
+    mean_ses,
+    neuron_overlap,
+    pairwise_ses,
+    selection_sweep,
+    sentence_embeddings,
+    sentence_similarity,
+)
 from langneurons.cli.main import main
 from langneurons.corpus import load_corpus
 from langneurons.testing import tiny_model
@@ -198,6 +207,12 @@ def test_ses_on_a_model_uses_layer_outputs(parallel_dir, tokenizer, tmp_path):
     assert meta["site"] == "layer.out" and meta["pooling"] == "mean" and meta["corpus"]["samples"] == 4
     with pytest.raises(ln.LangNeuronsError, match="neuron set has 3 layers"):
         sentence_similarity(embeddings, neurons=ln.NeuronSet({"aa": [[0]] * 3}, 3, 64))
+    # saved pooled vectors (their own meta has kind "pooled_vectors") analysed later keep the analysis kind
+    from langneurons.stats.pooled import load_pooled
+
+    embeddings.save(tmp_path / "pooled")
+    language_dominance(load_pooled(tmp_path / "pooled")).save(tmp_path / "dominance")
+    assert check_meta(tmp_path / "dominance", "dominance")["corpus"]["samples"] == 4
 
 
 # -- selection sweep ------------------------------------------------------------------------------------------------
@@ -288,7 +303,8 @@ def test_cli_model_analyses(llama_dir, corpus_dir, valid_dir, parallel_dir, tmp_
     assert meta["corpus"]["samples"] == 2 and meta["model"] == str(llama_dir)
 
 
-@pytest.mark.parametrize("case", ["misaligned", "one language", "ratios", "sweep language", "bad neurons"])
+@pytest.mark.parametrize("case", ["misaligned", "one language", "ratios", "sweep language", "bad neurons",
+                                  "ses layers"])
 def test_cli_errors_are_one_line_and_write_nothing(case, llama_dir, tmp_path, capsys):
     misaligned = tmp_path / "misaligned"
     misaligned.mkdir()
@@ -297,6 +313,10 @@ def test_cli_errors_are_one_line_and_write_nothing(case, llama_dir, tmp_path, ca
     out = tmp_path / "out"
     stats = ln.ActivationStats.empty(["aa"], 2, 64)
     stats.save(tmp_path / "stats")
+    ln.NeuronSet({"aa": [[0]] * 3}, 3, 64).save(tmp_path / "three.neurons")
+    (tmp_path / "parallel").mkdir()
+    for lang in ("aa", "bb"):
+        (tmp_path / "parallel" / f"{lang}.txt").write_text("abc\ndef\n")
     args, message = {
         "misaligned": (["analyze", "ses", "--model", llama_dir, "--corpus", misaligned],
                        r"not aligned: line counts differ \(aa.txt 3, bb.txt 2\)"),
@@ -307,10 +327,13 @@ def test_cli_errors_are_one_line_and_write_nothing(case, llama_dir, tmp_path, ca
         "sweep language": (["analyze", "sweep", "--model", llama_dir, "--stats", tmp_path / "stats", "--language",
                             "zz", "--corpus", misaligned], "statistics have no language 'zz'"),
         "bad neurons": (["analyze", "layers", "--neurons", tmp_path / "nothing"], "is not a langneurons"),
+        "ses layers": (["analyze", "ses", "--model", llama_dir, "--corpus", tmp_path / "parallel", "--neurons",
+                        tmp_path / "three.neurons", "--no-progress"], "neuron set has 3 layers but model"),
     }[case]
     assert run_cli(*args, "--out", out) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("langneurons analyze: error:")
+    lines = [line for line in capsys.readouterr().err.strip().splitlines() if "Loading weights" not in line]
+    assert len(lines) == 1 and lines[0].startswith("langneurons analyze: error:"), lines  # (model loading bar aside)
+    err = lines[0]
     import re
 
     assert re.search(message, err), err

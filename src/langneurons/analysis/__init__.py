@@ -16,15 +16,23 @@ function                               ``meta.json`` kind     paper
 """
 
 from langneurons.analysis.compare import MethodComparison, compare_neuron_sets
-from langneurons.analysis.embeddings import (Dominance, SentenceSimilarity, dominance_scores, language_dominance,
-                                             mean_ses, pairwise_ses, sentence_embeddings, sentence_similarity)
+from langneurons.analysis.embeddings import (
+    Dominance,
+    SentenceSimilarity,
+    dominance_scores,
+    language_dominance,
+    mean_ses,
+    pairwise_ses,
+    sentence_embeddings,
+    sentence_similarity,
+)
 from langneurons.analysis.layers import LayerDistribution, layer_distribution
 from langneurons.analysis.output import KINDS, read_analysis_meta, read_table
 from langneurons.analysis.overlap import Overlap, neuron_overlap
 from langneurons.analysis.sweep import DEFAULT_RATIOS, SelectionSweep, selection_sweep
 
 __all__ = [
-    "DEFAULT_RATIOS", "Dominance", "KINDS", "LayerDistribution", "MethodComparison", "Overlap", "SelectionSweep",
+    "DEFAULT_RATIOS", "KINDS", "Dominance", "LayerDistribution", "MethodComparison", "Overlap", "SelectionSweep",
     "SentenceSimilarity", "compare_neuron_sets", "dominance_scores", "language_dominance", "layer_distribution",
     "mean_ses", "neuron_overlap", "pairwise_ses", "read_analysis_meta", "read_table", "selection_sweep",
     "sentence_embeddings", "sentence_similarity",

@@ -7,13 +7,20 @@ sets ``(A, B)`` gets ``|A|``, ``|B|``, ``|A ∩ B|``, ``|A ∪ B|`` and the Jacc
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
-from langneurons.analysis.output import AnalysisOutput, Figure, Table, layer_header, neuron_set_provenance
+from langneurons.analysis.output import (
+    AnalysisOutput,
+    Figure,
+    Table,
+    layer_header,
+    neuron_set_provenance,
+)
 from langneurons.errors import LangNeuronsError
 from langneurons.neuronset import NeuronSet
 

@@ -23,8 +23,14 @@ import torch
 from torch import nn
 
 from langneurons.analysis.layers import distinct_layer_counts
-from langneurons.analysis.output import (AnalysisOutput, Figure, Table, layer_header, neuron_set_provenance,
-                                         pair_names)
+from langneurons.analysis.output import (
+    AnalysisOutput,
+    Figure,
+    Table,
+    layer_header,
+    neuron_set_provenance,
+    pair_names,
+)
 from langneurons.corpus import file_sha256, find_corpus_files, load_parallel
 from langneurons.errors import LangNeuronsError
 from langneurons.loading import LoadedModel, as_loaded

@@ -14,7 +14,13 @@ from typing import Any
 
 import torch
 
-from langneurons.analysis.output import AnalysisOutput, Figure, Table, layer_header, neuron_set_provenance
+from langneurons.analysis.output import (
+    AnalysisOutput,
+    Figure,
+    Table,
+    layer_header,
+    neuron_set_provenance,
+)
 from langneurons.neuronset import NeuronSet
 
 KIND = "layer_distribution"

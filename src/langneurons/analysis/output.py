@@ -18,14 +18,19 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from langneurons.artefacts import atomic_directory, sidecar, write_json
 from langneurons.errors import LangNeuronsError
 
 SCHEMA_VERSION = 1
+
+#: sidecar keys that provenance copied from another artefact's meta must not override
+RESERVED_KEYS = ("kind", "schema_version", "created", "environment", "tensors_sha256", "title", "tables", "figures",
+                 "summary")
 
 #: the kinds of analysis directory this package writes
 KINDS = ("layer_distribution", "overlap", "selection_sweep", "ses", "dominance", "method_comparison")
@@ -99,7 +104,8 @@ class AnalysisOutput:
                 figure.draw(staging / figure.file)
             head = {"title": self.title, "tables": [t.describe() for t in self.tables],
                     "figures": [f.describe() for f in figures], "summary": self.summary}
-            write_json(staging / "meta.json", sidecar(self.kind, SCHEMA_VERSION, {**head, **self.meta}))
+            provenance = {key: value for key, value in self.meta.items() if key not in RESERVED_KEYS}
+            write_json(staging / "meta.json", sidecar(self.kind, SCHEMA_VERSION, {**head, **provenance}))
         return Path(directory)
 
 

@@ -19,7 +19,12 @@ from typing import Any
 
 import torch
 
-from langneurons.analysis.output import AnalysisOutput, Figure, Table, neuron_set_provenance
+from langneurons.analysis.output import (
+    AnalysisOutput,
+    Figure,
+    Table,
+    neuron_set_provenance,
+)
 from langneurons.neuronset import NeuronSet
 
 KIND = "overlap"

@@ -184,14 +184,22 @@ def run_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def _embeddings(args: argparse.Namespace):
-    from langneurons.analysis.embeddings import read_parallel_sentences, sentence_embeddings
+def _embeddings(args: argparse.Namespace, neurons=None):
+    from langneurons.analysis.embeddings import (
+        read_parallel_sentences,
+        sentence_embeddings,
+    )
     from langneurons.cli._common import parse_langs
+    from langneurons.errors import LangNeuronsError
     from langneurons.loading import load_model
+    from langneurons.sites import locate_site
 
     langs = parse_langs(args.langs)
     read_parallel_sentences(args.corpus, langs, args.max_samples)  # alignment errors before loading the model
     loaded = load_model(args.model, device=args.device, dtype=args.dtype, revision=args.revision)
+    num_layers = locate_site(loaded.model, "layer.out").num_layers
+    if neurons is not None and neurons.num_layers != num_layers:
+        raise LangNeuronsError(f"neuron set has {neurons.num_layers} layers but model {args.model!r} has {num_layers}")
     return sentence_embeddings(loaded, args.corpus, langs=langs, max_samples=args.max_samples,
                                max_length=args.max_length, batch_size=args.batch_size, progress=not args.no_progress)
 
@@ -201,7 +209,7 @@ def run_ses(args: argparse.Namespace) -> int:
     from langneurons.neuronset import load_neurons
 
     neurons = load_neurons(args.neurons) if args.neurons else None
-    result = sentence_similarity(_embeddings(args), neurons=neurons)
+    result = sentence_similarity(_embeddings(args, neurons), neurons=neurons)
     result.save(args.out)
     mean = result.mean
     print(f"mean SES per layer: {' '.join(f'{v:.3f}' for v in mean.tolist())}")

@@ -69,7 +69,7 @@ class LanguageIdentifier:
 
     def describe(self) -> dict[str, str]:
         """Provenance for artefacts: library name, PyPI distribution and version."""
-        return {"name": self.name, "distribution": DISTRIBUTIONS[self.name], "version": self.version}
+        return {"name": self.name, "distribution": DISTRIBUTIONS.get(self.name), "version": self.version}
 
 
 def _version(name: str) -> str:

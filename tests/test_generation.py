@@ -11,8 +11,9 @@ import torch
 
 import langneurons as ln
 from langneurons.cli.main import main
-from langneurons.generation import (Condition, GenerationSettings, _stopping_criteria, cut_at_stop, encode_prompts,
-                                    generate_batch, generate_texts, generate_unconditional, left_padded, read_prompts)
+from langneurons.generation import (Condition, GenerationSettings, _repetition_penalty, _stopping_criteria, cut_at_stop,
+                                    encode_prompts, generate_batch, generate_texts, generate_unconditional, left_padded,
+                                    read_prompts)
 from langneurons.sites import locate_site, site_hooks
 from langneurons.testing import tiny_model
 
@@ -45,6 +46,23 @@ def test_left_padding_layout():
     ids, mask = left_padded([[5, 6, 7], [8]], pad_id=0)
     assert ids.tolist() == [[5, 6, 7], [0, 0, 8]]
     assert mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+
+
+def test_repetition_penalty_matches_transformers_and_ignores_left_padding():
+    from transformers import RepetitionPenaltyLogitsProcessor
+
+    scores = torch.randn(2, 10, generator=torch.Generator().manual_seed(0))
+    rows = [[4, 5, 4], [7]]
+    ids, mask = left_padded(rows, pad_id=2)
+    generated = torch.tensor([[9], [3]])
+    ids = torch.cat([ids, generated], dim=1)
+    mask_processor = _repetition_penalty(1.1, mask)
+    ours = mask_processor(ids, scores.clone())
+    for b, row in enumerate(rows):  # each row as transformers penalizes it alone, without padding
+        alone = torch.tensor([row + generated[b].tolist()])
+        expected = RepetitionPenaltyLogitsProcessor(1.1)(alone, scores[b : b + 1].clone())
+        torch.testing.assert_close(ours[b : b + 1], expected, rtol=0, atol=1e-6)
+    assert ours[1, 2] == scores[1, 2]  # the pad id is not penalized in the padded row
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2"])

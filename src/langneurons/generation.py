@@ -236,6 +236,24 @@ def _stopping_criteria(tokenizer: Any, stops: Sequence[str], prompt_length: int)
     return StoppingCriteriaList([StopOnStrings()])
 
 
+def _repetition_penalty(penalty: float, prompt_mask: torch.Tensor):
+    from transformers import LogitsProcessor
+
+    class PaddingAwareRepetitionPenalty(LogitsProcessor):
+        """CTRL's repetition penalty (as ``repetition_penalty`` in transformers and vLLM) over the prompt and the
+        generated tokens, ignoring left padding, so that a row's output does not depend on its batch."""
+
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+            mask = prompt_mask.to(scores.device, scores.dtype)
+            if input_ids.shape[1] > mask.shape[1]:
+                mask = torch.cat([mask, mask.new_ones(mask.shape[0], input_ids.shape[1] - mask.shape[1])], dim=1)
+            seen = torch.zeros_like(scores).scatter_add_(1, input_ids, mask) > 0
+            penalized = torch.where(scores < 0, scores * penalty, scores / penalty)
+            return torch.where(seen, penalized, scores)
+
+    return PaddingAwareRepetitionPenalty()
+
+
 @torch.inference_mode()
 def generate_batch(model: nn.Module, tokenizer: Any, rows: Sequence[Sequence[int]], settings: GenerationSettings,
                    seed: int | None = None) -> list[str]:
@@ -244,6 +262,8 @@ def generate_batch(model: nn.Module, tokenizer: Any, rows: Sequence[Sequence[int
     The rows are generated together, left-padded, with the KV cache. With ``settings.sample`` the global
     torch RNG is seeded with ``seed`` inside a forked RNG state (the caller's state is untouched).
     """
+    from transformers import LogitsProcessorList
+
     from langneurons.sites import input_device
 
     device = input_device(model)
@@ -259,7 +279,7 @@ def generate_batch(model: nn.Module, tokenizer: Any, rows: Sequence[Sequence[int
     eos = eos_token_ids(model, tokenizer)
     kwargs: dict[str, Any] = dict(
         max_new_tokens=max_new, do_sample=settings.sample, num_beams=1,
-        repetition_penalty=settings.repetition_penalty, pad_token_id=pad, use_cache=True,
+        repetition_penalty=1.0, pad_token_id=pad, use_cache=True,  # the penalty is applied below, padding-aware
         eos_token_id=sorted(eos) if eos else None,
         no_repeat_ngram_size=0, typical_p=1.0, top_k=0 if settings.sample else None,
     )
@@ -267,6 +287,9 @@ def generate_batch(model: nn.Module, tokenizer: Any, rows: Sequence[Sequence[int
         kwargs.update(temperature=settings.temperature, top_p=settings.top_p)
     else:  # greedy: neutral values so that a model's sampling defaults raise no warnings
         kwargs.update(temperature=1.0, top_p=1.0)
+    if settings.repetition_penalty != 1.0:
+        kwargs["logits_processor"] = LogitsProcessorList(
+            [_repetition_penalty(settings.repetition_penalty, attention_mask)])
     if settings.stop:
         kwargs["stopping_criteria"] = _stopping_criteria(tokenizer, settings.stop, prompt_length)
     devices = [device] if device.type == "cuda" else []

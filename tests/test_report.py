@@ -107,8 +107,11 @@ def write_generic_artefact(directory: Path, png_source: Path) -> None:
         writer.writerow(["bb", "0.5", "1.0"])
     (directory / "tables" / "notes.csv").write_text(f"name,value\nnote,{HOSTILE.replace(',', ';')}\n")
     shutil.copy(png_source, directory / "overlap.png")
-    write_json(directory / "meta.json", sidecar("overlap_test", 1, {
-        "files": {"csv": ["overlap.csv", "tables/notes.csv"], "png": ["overlap.png"]},
+    write_json(directory / "meta.json", sidecar("overlap_test", 1, {  # the layout of langneurons.analysis
+        "title": "Overlap test", "summary": {"most_shared_pair": "aa-bb"},
+        "tables": [{"file": "overlap.csv", "title": "Overlap matrix", "rows": "language x", "columns": "language y"}],
+        "figures": [{"file": "overlap.png", "title": "Overlap heatmap"}],
+        "files": ["tables/notes.csv"],  # a sub-folder's file, found because meta.json names it
         "definition": HOSTILE, "parameters": {"neurons": "lape.neurons", "share": 0.25},
     }))
 
@@ -231,6 +234,11 @@ def test_neuron_set_and_stats_cards_match_the_artefacts(run_dir):
     overlap = next(t for t in page.tables if [c[0] for c in t["head"][0]] == ["language", "aa", "bb"])
     assert [[c[0] for c in row] for row in overlap["rows"]] == [["aa", "1", "0.25"], ["bb", "0.5", "1"]]
     assert ["diag" in row[i + 1][1].get("class", "") for i, row in enumerate(overlap["rows"])] == [True, True]
+    text = (run_dir / "check.html").read_text(encoding="utf-8")
+    card = text.split('id="s-overlap_test"', 1)[1]
+    assert card.index("Overlap heatmap · overlap.png") < card.index(
+        "Overlap matrix (rows: language x; columns: language y) · overlap.csv") < card.index("tables/notes.csv")
+    assert '<p class="card-title">Overlap test</p>' in card and "most_shared_pair" in card
     parameters = [t for t in page.tables if [c[0] for c in t["head"][0]] == ["parameter", "value"]]
     assert ["share", "0.25"] in [[c[0] for c in row] for t in parameters for row in t["rows"]]
 
@@ -256,7 +264,7 @@ def test_several_runs_side_by_side(run_dir, tmp_path):
 
 def test_registered_renderer_and_failing_renderer(run_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(sections, "_REGISTRY", dict(sections._REGISTRY))
-    sections.register_section("overlap_test", lambda a: f"<p id='custom'>{len(a.meta['files']['csv'])} tables</p>",
+    sections.register_section("overlap_test", lambda a: f"<p id='custom'>{len(a.meta['tables'])} tables</p>",
                               title="Custom overlap", order=5)
     run = tmp_path / "run"
     shutil.copytree(run_dir, run)
@@ -265,7 +273,7 @@ def test_registered_renderer_and_failing_renderer(run_dir, tmp_path, monkeypatch
     tensors.write_bytes(tensors.read_bytes()[:-4] + b"XXXX")
     text = build_report(run).read_text(encoding="utf-8")
     page = Page(text)
-    assert "custom" in page.ids() and "2 tables" in text and "Custom overlap" in text
+    assert "custom" in page.ids() and "1 tables" in text and "Custom overlap" in text
     assert [a["id"] for a in page.of("section")][1] == "s-overlap_test"  # order 5: right after the overview
     neuron_card = text.split('id="s-neuron_set"', 1)[1].split("</section>", 1)[0]
     assert "could not render this neuron_set" in neuron_card and "checksum" in neuron_card
@@ -346,6 +354,9 @@ def test_report_in_headless_chromium(run_dir, tmp_path):
       document.body.setAttribute('data-sorted', Array.prototype.map.call(table.tBodies[0].rows,
         function (row) { return row.cells[0].textContent; }).join('|'));
       document.body.setAttribute('data-aria', th.getAttribute('aria-sort'));
+      var image = document.querySelector('figure img');
+      image.click();
+      document.body.setAttribute('data-zoomed', String(image.parentNode.classList.contains('zoomed')));
     })();</script></body>"""
     sorted_page = tmp_path / "sorted.html"
     sorted_page.write_text(report.read_text(encoding="utf-8").replace("</body>", probe), encoding="utf-8")
@@ -355,6 +366,7 @@ def test_report_in_headless_chromium(run_dir, tmp_path):
     column = matrix.perplexity[:, 0].tolist()
     expected = [label for _, label in sorted(zip(column, labels), key=lambda x: -x[0])]
     assert body.get("data-sorted", "").split("|") == expected and body.get("data-aria") == "descending"
+    assert body.get("data-zoomed") == "true"  # a click on a figure enlarges it
 
     # the probes can fail: a broken image and a script error are both reported
     broken = tmp_path / "broken.html"

@@ -251,6 +251,8 @@ article.card>h3 code{font-size:15px}
 .badge{display:inline-block;font-size:11px;font-weight:600;letter-spacing:.04em;text-transform:uppercase;
 background:#e6eef8;color:var(--accent);border-radius:99px;padding:2px 8px}
 .sub{color:var(--muted);font-size:13px;margin:0 0 12px}
+p.card-title{font-size:15px;font-weight:600;margin:0 0 8px}
+.headline dl.facts{margin:0}
 h4{font-size:14px;margin:16px 0 6px;color:var(--head)}
 dl.facts{display:grid;grid-template-columns:repeat(auto-fill,minmax(340px,1fr));gap:3px 24px;margin:8px 0 4px;
 font-size:13.5px}
@@ -282,6 +284,10 @@ details{margin:10px 0 0}
 details>summary{cursor:pointer;color:var(--accent);font-size:13.5px;font-weight:600}
 figure{margin:10px 0 6px;text-align:center}
 figure img{max-width:100%;height:auto;border:1px solid var(--line);border-radius:6px;background:#fff}
+figure img{cursor:zoom-in}
+figure.zoomed{position:fixed;inset:0;z-index:10;margin:0;background:rgba(255,255,255,.97);display:flex;
+flex-direction:column;align-items:center;justify-content:center}
+figure.zoomed img{max-width:96vw;max-height:90vh;cursor:zoom-out}
 figcaption{font-size:12.5px;color:var(--muted);margin-top:4px}
 p.note{font-size:12.5px;color:var(--muted);margin:2px 0 8px}
 p.warning{background:#fff6e5;border:1px solid #f0c36d;border-radius:6px;padding:6px 10px;font-size:13.5px}
@@ -296,7 +302,8 @@ footer.bottom{color:var(--muted);font-size:12.5px;padding:0 32px 28px;text-align
 @media print{body{background:#fff;font-size:11pt}
 header.top{background:#fff;color:#000;border-bottom:2px solid #000;padding:0 0 8px}
 header.top .models,header.top .stamp{color:#333}.layout{display:block;padding:0;max-width:none}nav.toc{display:none}
-article.card{box-shadow:none;break-inside:avoid;page-break-inside:avoid}section.report-section{break-before:auto}
+article.card{box-shadow:none;break-inside:avoid;page-break-inside:avoid}figure img{max-height:24cm}
+section.report-section{break-before:auto}
 pre{max-height:none;white-space:pre-wrap}
 table.data td,table.data th{-webkit-print-color-adjust:exact;print-color-adjust:exact}
 table.sortable thead th::after{content:""}}
@@ -330,7 +337,8 @@ ERROR_PROBE_JS = """
 """
 
 # At the end of <body>: sortable tables (click or Enter on a header; numbers sort numerically by their
-# ``data-sort`` value, ties keep their order) and the figure self-check (``data-images-ok`` on <body>).
+# ``data-sort`` value, ties keep their order), click-to-zoom figures (Escape closes) and the figure
+# self-check (``data-images-ok`` on <body>).
 PAGE_JS = """
 (function () {
   function sortKey(cell) {
@@ -364,6 +372,15 @@ PAGE_JS = """
     th.addEventListener('click', function () { sortBy(th); });
     th.addEventListener('keydown', function (event) {
       if (event.key === 'Enter' || event.key === ' ') { event.preventDefault(); sortBy(th); }
+    });
+  });
+  Array.prototype.forEach.call(document.querySelectorAll('figure img'), function (image) {
+    image.addEventListener('click', function () { image.parentNode.classList.toggle('zoomed'); });
+  });
+  document.addEventListener('keydown', function (event) {
+    if (event.key !== 'Escape') return;
+    Array.prototype.forEach.call(document.querySelectorAll('figure.zoomed'), function (f) {
+      f.classList.remove('zoomed');
     });
   });
   function checkImages() {

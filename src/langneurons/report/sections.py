@@ -114,7 +114,8 @@ def model_of(meta: dict[str, Any]) -> str | None:
 
 
 SHOWN_KEYS = {"kind", "schema_version", "created", "environment", "tensors_sha256", "model", "revision",
-              "model_type", "model_class", "num_parameters", "dtype", "device", "site", "parameters"}
+              "model_type", "model_class", "num_parameters", "dtype", "device", "site", "parameters", "title",
+              "summary", "tables", "figures"}
 
 
 def provenance(artefact: Artefact, extra: list[tuple[str, Any]] | None = None, other_fields: bool = False) -> str:
@@ -257,15 +258,32 @@ def jsonl_table(path: Path, caption: str) -> str:
     return table(columns, rows, caption=caption, note=note, row_headers=False)
 
 
+def described_files(meta: dict[str, Any], key: str) -> dict[str, str]:
+    """``{file: caption}`` from a ``meta.json`` list such as ``"tables": [{"file", "title", "rows", "columns"}]``."""
+    entries = meta.get(key)
+    captions: dict[str, str] = {}
+    if not isinstance(entries, list):
+        return captions
+    for entry in entries:
+        if isinstance(entry, dict) and isinstance(entry.get("file"), str):
+            text = str(entry.get("title") or entry["file"])
+            axes = [f"{axis}: {entry[axis]}" for axis in ("rows", "columns") if entry.get(axis)]
+            captions[entry["file"]] = text + (f" ({'; '.join(axes)})" if axes else "") + f" · {entry['file']}"
+    return captions
+
+
+def _ordered(artefact: Artefact, suffixes: tuple[str, ...], key: str) -> list[tuple[Path, str, str]]:
+    """``(path, name, caption)`` of the artefact's files: those ``meta.json`` describes first, in its order."""
+    captions = described_files(artefact.meta, key)
+    files = {path.relative_to(artefact.path).as_posix(): path for path in artefact.files(suffixes)}
+    names = [n for n in captions if n in files] + [n for n in files if n not in captions]
+    return [(files[n], n, captions.get(n, n)) for n in names]
+
+
 def figures(artefact: Artefact, skip: frozenset[str] = frozenset()) -> str:
-    """Every image file of the artefact, embedded."""
-    parts = []
-    for path in artefact.files(tuple(IMAGE_TYPES)):
-        name = path.relative_to(artefact.path).as_posix()
-        if name in skip:
-            continue
-        parts.append(image_file(path, name))
-    return "".join(parts)
+    """Every image file of the artefact, embedded (captions from ``meta.json``'s ``figures`` list)."""
+    return "".join(image_file(path, caption) for path, name, caption in
+                   _ordered(artefact, tuple(IMAGE_TYPES), "figures") if name not in skip)
 
 
 def image_file(path: Path, caption: str) -> str:
@@ -281,22 +299,31 @@ def image_file(path: Path, caption: str) -> str:
 
 
 def tables(artefact: Artefact, skip: frozenset[str] = frozenset()) -> str:
-    """Every CSV (and JSON-lines) file of the artefact as a table."""
+    """Every CSV (and JSON-lines) file of the artefact as a table (captions from ``meta.json``'s ``tables``)."""
     parts = []
-    for path in artefact.files((".csv", ".jsonl")):
-        name = path.relative_to(artefact.path).as_posix()
-        if name in skip:
-            continue
-        parts.append(csv_table(path, name) if path.suffix.lower() == ".csv" else jsonl_table(path, name))
+    for path, name, caption in _ordered(artefact, (".csv", ".jsonl"), "tables"):
+        if name not in skip:
+            parts.append(csv_table(path, caption) if path.suffix.lower() == ".csv" else jsonl_table(path, caption))
+    return "".join(parts)
+
+
+def summary_block(meta: dict[str, Any]) -> str:
+    """``meta.json``'s ``title`` and ``summary`` (headline numbers), when it has them."""
+    parts = []
+    if isinstance(meta.get("title"), str) and meta["title"]:
+        parts.append(f'<p class="card-title">{esc(meta["title"])}</p>')
+    if isinstance(meta.get("summary"), dict) and meta["summary"]:
+        parts.append('<div class="headline">' + key_values(list(meta["summary"].items())) + "</div>")
     return "".join(parts)
 
 
 def render_generic(artefact: Artefact) -> str:
-    """Any kind: figures, tables, then provenance and parameters."""
+    """Any kind: title and summary, figures, tables, then provenance and parameters."""
     content = figures(artefact) + tables(artefact)
     if not content:
         content = '<p class="note">No CSV or figure in this directory.</p>'
-    return content + "<h4>Provenance</h4>" + provenance(artefact, other_fields=True)
+    return (summary_block(artefact.meta) + content + "<h4>Provenance</h4>"
+            + provenance(artefact, other_fields=True))
 
 
 # -- layout --------------------------------------------------------------------------------------------

@@ -161,6 +161,7 @@ def test_read_prompts_errors(tmp_path):
         read_prompts(tmp_path / "p")
     assert read_prompts(tmp_path / "p", ["en"]) == {"en": ["What is a cat?", "Why?"]}
     assert read_prompts(tmp_path / "p", ["en"], limit=1) == {"en": ["What is a cat?"]}
+    assert read_prompts(tmp_path / "p", ["en"], max_chars=5) == {"en": ["What", "Why?"]}
     with pytest.raises(ln.LangNeuronsError, match="no prompt file for language.*de"):
         read_prompts(tmp_path / "p", ["en", "de"])
 

@@ -129,9 +129,17 @@ class Condition:
         return data
 
 
-def read_prompts(directory: str | Path, langs: Sequence[str] | None = None, limit: int | None = None
-                 ) -> dict[str, list[str]]:
-    """``{lang: questions}`` from ``{lang}.txt`` files, one question per non-blank line (mvicuna layout)."""
+def read_prompts(directory: str | Path, langs: Sequence[str] | None = None, limit: int | None = None,
+                 max_chars: int | None = None) -> dict[str, list[str]]:
+    """``{lang: questions}`` from ``{lang}.txt`` files, one question per non-blank line (mvicuna layout).
+
+    ``limit`` keeps the first questions of each language, ``max_chars`` cuts each to its first characters
+    (short prompts, e.g. the beginnings of held-out sentences).
+    """
+    if max_chars is not None and max_chars < 1:
+        raise LangNeuronsError(f"--prompt-chars must be at least 1, got {max_chars}")
+    if limit is not None and limit < 1:
+        raise LangNeuronsError(f"--limit must be at least 1, got {limit}")
     root = Path(directory)
     if not root.is_dir():
         raise LangNeuronsError(f"prompts directory {str(root)!r} does not exist")
@@ -153,7 +161,8 @@ def read_prompts(directory: str | Path, langs: Sequence[str] | None = None, limi
         lines = [line for line in lines if line]
         if not lines:
             raise LangNeuronsError(f"prompt file {str(path)!r} is empty")
-        prompts[lang] = lines[:limit] if limit else lines
+        lines = lines[:limit] if limit else lines
+        prompts[lang] = [line[:max_chars].rstrip() for line in lines] if max_chars else lines
     return prompts
 
 

@@ -27,6 +27,8 @@ def add_generation_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--unconditional", type=int, default=None, metavar="N",
                        help="instead of prompts, sample N outputs from the BOS token alone per condition")
     group.add_argument("--limit", type=int, default=None, help="use only the first N questions of each language")
+    group.add_argument("--prompt-chars", type=int, default=None, metavar="N",
+                       help="cut every question to its first N characters (short prompts)")
     group.add_argument("--no-progress", action="store_true", help="no progress bar")
     judge = parser.add_argument_group("content quality judge (optional, MT-bench single-answer 1-10)")
     judge.add_argument("--judge-url", default=None,
@@ -116,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         raise LangNeuronsError(f"--unconditional must be at least 1, got {args.unconditional}")
     prompts = None
     if args.prompts is not None:
-        prompts = read_prompts(args.prompts, parse_langs(args.langs), args.limit)
+        prompts = read_prompts(args.prompts, parse_langs(args.langs), args.limit, args.prompt_chars)
     check_output_dir(args.out)
     condition = Condition(deactivate=list(dict.fromkeys(args.deactivate)), activate=list(dict.fromkeys(args.activate)),
                           strength=args.strength)

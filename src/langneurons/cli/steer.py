@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
             wanted = [args.prompt_language]
         elif langs:
             wanted = langs
-        prompts = read_prompts(args.prompts, wanted, args.limit)
+        prompts = read_prompts(args.prompts, wanted, args.limit, args.prompt_chars)
     check_output_dir(args.out)
     neurons = load_neurons(args.neurons)
     check_site(args, neurons)

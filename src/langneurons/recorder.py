@@ -294,6 +294,7 @@ def record(
     elif store is not None and store.exists():
         raise LangNeuronsError(f"{str(checkpoint_dir)!r} holds checkpoints of an earlier run; resume it "
                                "(--resume) or delete it")
+    distributed.barrier(context)  # every rank has looked at the checkpoints before any rank writes one
     resumed_from = position.next_batch
     checkpointer = _Checkpointer(store, every, fingerprint, accumulator, position)
 
@@ -308,7 +309,9 @@ def record(
     if cursor.length is not None:
         position.next_batch = max(position.next_batch, cursor.length)
     checkpointer.save()  # the complete state: nothing is lost between here and the caller's save
-    distributed.all_reduce_sum(context, accumulator.tensors())
+    rank_tokens = torch.zeros(context.world_size, dtype=torch.int64, device=stats_device)
+    rank_tokens[context.rank] = position.tokens_done
+    distributed.all_reduce_sum(context, [*accumulator.tensors(), rank_tokens])
 
     meta = {
         **provenance,
@@ -318,6 +321,8 @@ def record(
         "corpus": {"path": None if files is None else str(corpus), **source.provenance()},
         "parameters": parameters,
     }
+    if context.is_distributed:
+        meta["rank_tokens"] = rank_tokens.tolist()
     if resumed_from:
         meta["resumed_from_batch"] = resumed_from
     return accumulator.to_stats(meta)

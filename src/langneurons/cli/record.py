@@ -1,4 +1,8 @@
-"""``langneurons record``: per-language activation statistics of a model over a corpus."""
+"""``langneurons record``: per-language activation statistics of a model over a corpus.
+
+Runs as one process, or as one rank of a data-parallel run under torchrun
+(``torchrun --nproc-per-node N -m langneurons record ...``), where rank 0 writes the summed result.
+"""
 
 from __future__ import annotations
 
@@ -11,15 +15,24 @@ def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "record", help="record activation statistics over a per-language corpus",
         description="One streaming pass over {lang}.txt / {lang}.jsonl files that keeps, per language and neuron, "
-                    "the count of positive activations, their sum and sum of squares, and the token count.",
+                    "the count of positive activations, their sum and sum of squares, and the token count. "
+                    "Under torchrun every rank runs its share of the batches and rank 0 writes the sum.",
     )
     add_model_options(parser)
     add_corpus_options(parser, "directory of {lang}.txt (one document per line) or {lang}.jsonl (text field)")
     parser.add_argument("--out", required=True, help="output statistics directory")
-    parser.add_argument("--device-map", default=None, help="accelerate device map, e.g. auto, for big models")
+    parser.add_argument("--device-map", default=None,
+                        help="accelerate device map for models larger than one device, e.g. auto")
     parser.add_argument("--shard", default=None, metavar="I/N", help="record only shard I of N (merge them later)")
     parser.add_argument("--reduce-dtype", default="float32", choices=["float32", "float64"],
-                        help="dtype of per-batch block sums (float64: exact, slower); accumulation is float64")
+                        help="dtype of per-batch block sums on the CPU (float64: exact, slower); "
+                             "accumulation is float64")
+    parser.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+                        help="write the partial statistics atomically every N windows (per rank)")
+    parser.add_argument("--checkpoint-dir", default=None,
+                        help="where checkpoints go (default: OUT.checkpoint next to --out)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the newest checkpoint (start afresh when there is none)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -36,16 +49,46 @@ def parse_shard(value: str | None) -> tuple[int, int]:
     return index, count
 
 
+def check_output_dir(out: str) -> None:
+    """``out`` may be written: absent, empty, or a previous langneurons output (as ``atomic_directory`` requires)."""
+    from pathlib import Path
+
+    from langneurons.artefacts import META_FILE
+    from langneurons.errors import LangNeuronsError
+
+    target = Path(out)
+    if target.exists() and (not target.is_dir() or (not (target / META_FILE).exists() and any(target.iterdir()))):
+        raise LangNeuronsError(f"{str(target)!r} exists and is not a langneurons output; refusing to overwrite")
+
+
 def run(args: argparse.Namespace) -> int:
+    from langneurons import distributed
+    from langneurons.checkpoint import CheckpointStore, default_checkpoint_dir
     from langneurons.recorder import record
 
     shard_index, num_shards = parse_shard(args.shard)
-    stats = record(
-        args.model, args.corpus, langs=parse_langs(args.langs), max_tokens=args.max_tokens, seq_len=args.seq_len,
-        batch_size=args.batch_size, device=args.device, dtype=args.dtype, site=args.site, revision=args.revision,
-        device_map=args.device_map, reduce_dtype=args.reduce_dtype, shard_index=shard_index, num_shards=num_shards, progress=not args.no_progress,
-    )
-    stats.save(args.out)
-    tokens = ", ".join(f"{lang} {n}" for lang, n in zip(stats.languages, stats.token_count.tolist()))
-    print(f"wrote {args.out}: {stats.num_layers} layers x {stats.width} neurons at {args.site}; tokens: {tokens}")
+    checkpoint_dir = args.checkpoint_dir or (
+        default_checkpoint_dir(args.out) if args.checkpoint_every is not None or args.resume else None)
+    check_output_dir(args.out)  # fail now, not after hours
+    context, device = distributed.setup(args.device)
+    try:
+        stats = record(
+            args.model, args.corpus, langs=parse_langs(args.langs), max_tokens=args.max_tokens,
+            seq_len=args.seq_len, batch_size=args.batch_size, device=device, dtype=args.dtype, site=args.site,
+            revision=args.revision, device_map=args.device_map, reduce_dtype=args.reduce_dtype,
+            shard_index=shard_index, num_shards=num_shards, progress=not args.no_progress,
+            checkpoint_dir=checkpoint_dir, checkpoint_every=args.checkpoint_every, resume=args.resume,
+        )
+        if context.is_main:
+            stats.save(args.out)
+        distributed.barrier(context)  # the result is on disk before any checkpoint goes
+        if checkpoint_dir is not None:
+            CheckpointStore(checkpoint_dir, context.rank).clear()
+    finally:
+        distributed.teardown(context)
+    if context.is_main:
+        tokens = ", ".join(f"{lang} {n}" for lang, n in zip(stats.languages, stats.token_count.tolist()))
+        ranks = f" ({context.world_size} ranks)" if context.is_distributed else ""
+        print(f"wrote {args.out}: {stats.num_layers} layers x {stats.width} neurons at {args.site}{ranks}; "
+              f"tokens: {tokens}")
     return 0

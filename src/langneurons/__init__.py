@@ -6,6 +6,15 @@ The pipeline, each arrow a function here and a ``langneurons`` subcommand::
 """
 
 from langneurons._version import __version__
+from langneurons.analysis import (
+    compare_neuron_sets,
+    language_dominance,
+    layer_distribution,
+    neuron_overlap,
+    selection_sweep,
+    sentence_embeddings,
+    sentence_similarity,
+)
 from langneurons.architectures import ArchitectureSpec, register_architecture, registered_model_types
 from langneurons.errors import LangNeuronsError
 from langneurons.interventions import Activate, Deactivate, activate, deactivate, intervene
@@ -14,12 +23,15 @@ from langneurons.methods import available_methods, get_method, identify, random_
 from langneurons.neuronset import NeuronSet, load_neurons, load_reference_masks, save_reference_masks
 from langneurons.perplexity import PerplexityMatrix, load_perplexity, perplexity_matrix
 from langneurons.recorder import record
+from langneurons.report import build_report
 from langneurons.sites import locate_site
 from langneurons.stats import ActivationStats, load_stats
 
 __all__ = [
     "Activate", "ActivationStats", "ArchitectureSpec", "Deactivate", "LangNeuronsError", "NeuronSet",
-    "PerplexityMatrix", "__version__", "activate", "available_methods", "deactivate", "get_method", "identify",
+    "PerplexityMatrix", "__version__", "activate", "available_methods", "build_report", "compare_neuron_sets",
+    "deactivate", "get_method", "identify", "language_dominance", "layer_distribution", "neuron_overlap",
+    "selection_sweep", "sentence_embeddings", "sentence_similarity",
     "intervene", "load_model", "load_neurons", "load_perplexity", "load_reference_masks", "load_stats",
     "locate_site", "perplexity_matrix", "random_like", "record", "register_architecture",
     "registered_model_types", "save_reference_masks",

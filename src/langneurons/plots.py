@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -56,6 +57,7 @@ def layer_distribution_plot(neurons: "NeuronSet", path: str | Path) -> Path:
     for k, lang in enumerate(neurons.languages):
         ax.plot(range(neurons.num_layers), counts[k], marker="o", markersize=3, label=lang)
     ax.set_xlabel("layer")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_ylabel("neurons")
     ax.set_title(f"{neurons.method} neurons per layer")
     ax.legend(ncol=min(len(neurons.languages), 6), fontsize=7)

@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "identify",
     "perplexity",
     "masks",
+    "pv",
     "generate",
     "steer",
     "analyze",

@@ -445,7 +445,7 @@ def test_cli_errors_write_nothing(tmp_path, llama_dir, capsys):
         assert err.startswith("langneurons pv: error:") and "\n" not in err, err
     assert main(["pv", "perplexity", "--model", str(llama_dir), "--corpus", str(tmp_path), "--parameters",
                  str(tmp_path / "nothing"), "--out", str(out)]) == 2
-    assert not out.exists()
+    assert not out.exists() and not list(tmp_path.glob(".out.*"))
 
 
 # -- with real fine-tuning: langneurons toy train --init-from ---------------------------------------

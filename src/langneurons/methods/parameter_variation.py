@@ -44,7 +44,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from langneurons.errors import LangNeuronsError
-from langneurons.methods.base import NeuronMethod, check_rate, register_method
+from langneurons.methods.base import NeuronMethod, check_rate
 from langneurons.methods.streamed_entropy import PooledSelection, pooled_entropy_select, streamed_entropy_select
 from langneurons.parameter_interventions import zero_parameters
 from langneurons.parameterset import ParameterSet, from_flat_indices, random_parameters_like
@@ -135,12 +135,12 @@ class ParameterChanges:
                 "finetuned": {lang: source.provenance() for lang, source in self.sources.items()}}
 
 
-@register_method
 class ParameterVariation(NeuronMethod):
     """PV: lowest-entropy weight entries of the refined per-language rate of change (see the module doc).
 
     ``fit`` takes a :class:`ParameterChanges` (not activation statistics) and ``select`` returns a
-    :class:`~langneurons.parameterset.ParameterSet`. Fitted: ``selection_`` (pooled indices, entropy,
+    :class:`~langneurons.parameterset.ParameterSet`, so PV is deliberately *not* in the statistics
+    method registry (``identify(stats, ...)``); :func:`identify_parameters` is its one-call entry point. Fitted: ``selection_`` (pooled indices, entropy,
     membership, percentiles) and ``scores_`` (``float64[n]`` entropy of the selected entries, in
     selection order: the full ``N``-entry entropy is not kept).
     """
@@ -171,7 +171,8 @@ class ParameterVariation(NeuronMethod):
                                                                      self.activation_bar_ratio)
         else:
             self.selection_ = streamed_entropy_select(lambda: changes.values(self.eps), self.top_rate,
-                                                      self.filter_rate, self.activation_bar_ratio)
+                                                      self.filter_rate, self.activation_bar_ratio,
+                                                      shape=(len(changes.languages), changes.total))
         self.scores_ = self.selection_.entropy
         return self
 

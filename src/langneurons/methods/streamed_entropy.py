@@ -88,12 +88,17 @@ def _rank(total: int, ratio: float) -> int:
 
 
 def streamed_entropy_select(chunks: Chunks, top_rate: float, filter_rate: float, activation_bar_ratio: float,
-                            collect_limit: int = 1 << 24) -> PooledSelection:
-    """:func:`entropy_select` on the concatenation (along items) of the chunks ``v[K, n_c]``, streamed."""
-    total = sum(int(chunk.shape[1]) for chunk in chunks())
-    if total == 0:
+                            collect_limit: int = 1 << 24, shape: tuple[int, int] | None = None) -> PooledSelection:
+    """:func:`entropy_select` on the concatenation (along items) of the chunks ``v[K, n_c]``, streamed.
+
+    ``shape`` is ``(K, N)`` when known (else one extra pass counts the items).
+    """
+    if shape is None:
+        counted = [tuple(chunk.shape) for chunk in chunks()]
+        shape = (counted[0][0] if counted else 0, sum(n for _, n in counted))
+    num_langs, total = shape
+    if total == 0 or num_langs == 0:
         raise LangNeuronsError("nothing to select from: no values")
-    num_langs = next(iter(chunks())).shape[0]
     filter_value, bar = streamed_kth_values(
         chunks, [_rank(total * num_langs, filter_rate), _rank(total * num_langs, activation_bar_ratio)], collect_limit)
     budget = round(total * top_rate)
@@ -103,6 +108,8 @@ def streamed_entropy_select(chunks: Chunks, top_rate: float, filter_rate: float,
     offset, passing = 0, 0
     for chunk in chunks():
         values = chunk.double()
+        if values.shape[0] != num_langs:
+            raise LangNeuronsError(f"a chunk has {values.shape[0]} languages, expected {num_langs}")
         candidates = (values > filter_value).any(0).nonzero().flatten()
         passing += int(candidates.numel())
         entropy = language_entropy(values[:, None, candidates]).flatten()
@@ -112,6 +119,8 @@ def streamed_entropy_select(chunks: Chunks, top_rate: float, filter_rate: float,
         keep = torch.sort(torch.sort(entropy, stable=True).indices[:budget]).values  # back in position order
         pool_index, pool_entropy, pool_member = index[keep], entropy[keep], member[:, keep]
         offset += values.shape[1]
+    if offset != total:
+        raise LangNeuronsError(f"the chunks hold {offset} items, expected {total}")
     order = torch.sort(pool_entropy, stable=True).indices
     return PooledSelection(pool_index[order], pool_entropy[order], pool_member[:, order], filter_value, bar,
                            total, passing)

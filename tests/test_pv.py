@@ -296,6 +296,24 @@ def test_zero_parameters_is_exact_and_reversible(family):
         assert dict(model.named_parameters())[name] is param and torch.equal(param, value)
 
 
+def test_zero_parameters_in_generation_and_for_several_languages():
+    model = tiny_model("llama", vocab_size=300)
+    shapes = considered_parameters(model)
+    pset = from_flat_indices({"xx": torch.arange(0, 18000, 5), "yy": torch.arange(2, 18000, 5)}, shapes)
+    both = ParameterSet({"xy": {n: torch.cat([pset.indices("xx").get(n, torch.zeros(0, dtype=torch.long)),
+                                             pset.indices("yy").get(n, torch.zeros(0, dtype=torch.long))])
+                                for n in shapes}}, shapes)
+    prompt = torch.randint(3, 300, (2, 6), generator=torch.Generator().manual_seed(2))
+    kwargs = dict(max_new_tokens=8, do_sample=False, pad_token_id=0)
+    with torch.no_grad():
+        normal = model.generate(prompt, **kwargs)
+        expected = _brute_force_zeroed(model, both, "xy").generate(prompt, **kwargs)
+        with zero_parameters(model, pset, ["xx", "yy"]):
+            zeroed = model.generate(prompt, **kwargs)
+        assert torch.equal(zeroed, expected) and not torch.equal(zeroed, normal)
+        assert torch.equal(model.generate(prompt, **kwargs), normal)
+
+
 def test_zero_parameters_restores_after_an_exception_and_checks_the_model():
     model = tiny_model("llama", vocab_size=300)
     shapes = considered_parameters(model)

@@ -118,8 +118,9 @@ class ParameterSet:
         params = dict(model.named_parameters(remove_duplicate=False))
         for name, shape in self.shapes.items():
             if name not in params:
-                raise LangNeuronsError(f"{what} has no parameter {name!r} (the set was found on "
-                                       f"{self.source.get('base', {}).get('path')!r}?)")
+                base = self.source.get("base")
+                found_on = base.get("path") if isinstance(base, dict) else base
+                raise LangNeuronsError(f"{what} has no parameter {name!r} (the set was found on {found_on!r}?)")
             if tuple(params[name].shape) != shape:
                 raise LangNeuronsError(f"parameter {name!r} has shape {tuple(params[name].shape)} in {what}, "
                                        f"{shape} in the parameter set")

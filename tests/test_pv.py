@@ -502,3 +502,12 @@ def test_toy_train_init_from_pipeline(tmp_path):
     assert result.parameters["selected_before_assignment"] == round(total * 0.01)
     assert all(size > 0 for size in result.sizes().values()), result.sizes()
     assert result.source["finetuned"]["fr"]["toy_train_args"]["init_from"] == str(base)
+
+
+def test_identify_method_pv_dispatches(tmp_path):
+    """`langneurons identify --method pv` needs --base and --finetuned, and refuses --stats."""
+    from langneurons.cli.main import main
+
+    assert main(["identify", "--method", "pv", "--out", str(tmp_path / "x")]) == 2
+    assert main(["identify", "--method", "lape", "--base", "m", "--out", str(tmp_path / "x")]) == 2
+    assert not (tmp_path / "x").exists()

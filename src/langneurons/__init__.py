@@ -20,6 +20,9 @@ from langneurons.errors import LangNeuronsError
 from langneurons.interventions import Activate, Deactivate, activate, deactivate, intervene
 from langneurons.loading import load_model
 from langneurons.methods import available_methods, get_method, identify, random_like
+from langneurons.methods.parameter_variation import identify_parameters, parameter_perplexity_matrix
+from langneurons.parameter_interventions import zero_parameters
+from langneurons.parameterset import ParameterSet, load_parameters, random_parameters_like
 from langneurons.neuronset import NeuronSet, load_neurons, load_reference_masks, save_reference_masks
 from langneurons.perplexity import PerplexityMatrix, load_perplexity, perplexity_matrix
 from langneurons.recorder import record
@@ -31,7 +34,8 @@ __all__ = [
     "Activate", "ActivationStats", "ArchitectureSpec", "Deactivate", "LangNeuronsError", "NeuronSet",
     "PerplexityMatrix", "__version__", "activate", "available_methods", "build_report", "compare_neuron_sets",
     "deactivate", "get_method", "identify", "language_dominance", "layer_distribution", "neuron_overlap",
-    "selection_sweep", "sentence_embeddings", "sentence_similarity",
+    "selection_sweep", "sentence_embeddings", "sentence_similarity", "ParameterSet", "identify_parameters",
+    "load_parameters", "parameter_perplexity_matrix", "random_parameters_like", "zero_parameters",
     "intervene", "load_model", "load_neurons", "load_perplexity", "load_reference_masks", "load_stats",
     "locate_site", "perplexity_matrix", "random_like", "record", "register_architecture",
     "registered_model_types", "save_reference_masks",

@@ -11,8 +11,11 @@ def add_parser(subparsers) -> None:
         "identify", help="select language-specific neurons (lape, lave, lap, random)",
         description="Fit an identification method on recorded statistics and write the neuron set.",
     )
-    parser.add_argument("--stats", required=True, help="statistics directory written by `langneurons record`")
-    parser.add_argument("--method", default="lape", help="lape (default), lave, lap or random")
+    parser.add_argument("--stats", default=None, help="statistics directory written by `langneurons record`")
+    parser.add_argument("--method", default="lape", help="lape (default), lave, lap, random, or pv (parameter variation)")
+    parser.add_argument("--base", default=None, help="pv: the base model (path or hub id)")
+    parser.add_argument("--finetuned", action="append", default=[], metavar="LANG=PATH",
+                        help="pv: one model fine-tuned on each language, repeatable")
     parser.add_argument("--out", required=True, help="output neuron-set directory (e.g. runs/x/lape.neurons)")
     parser.add_argument("--top-rate", type=float, default=None, help="share of all neurons selected (paper: 0.01)")
     parser.add_argument("--filter-rate", type=float, default=None, help="LAPE/LAVE filter percentile (paper: 0.95)")
@@ -50,6 +53,14 @@ def run(args: argparse.Namespace) -> int:
     from langneurons.methods import get_method
     from langneurons.stats import load_stats
 
+    from langneurons.errors import LangNeuronsError
+
+    if args.method == "pv":
+        return run_parameter_variation(args)
+    if args.base or args.finetuned:
+        raise LangNeuronsError("--base / --finetuned are only for --method pv")
+    if not args.stats:
+        raise LangNeuronsError(f"--method {args.method} needs --stats (a directory written by `langneurons record`)")
     method = get_method(args.method, **method_params(args))  # validates before any loading
     stats = load_stats(args.stats)
     langs = parse_langs(args.langs)
@@ -59,4 +70,20 @@ def run(args: argparse.Namespace) -> int:
     neurons.save(args.out)
     sizes = ", ".join(f"{lang} {n}" for lang, n in neurons.sizes().items())
     print(f"wrote {args.out}: {args.method} neurons per language: {sizes}")
+    return 0
+
+
+def run_parameter_variation(args: argparse.Namespace) -> int:
+    """``identify --method pv``: language-specific parameters from a base and per-language fine-tuned models."""
+    from langneurons.cli.pv import parse_finetuned
+    from langneurons.errors import LangNeuronsError
+    from langneurons.methods.parameter_variation import identify_parameters
+
+    if not args.base or not args.finetuned:
+        raise LangNeuronsError("--method pv needs --base and one --finetuned LANG=PATH per language")
+    if args.stats:
+        raise LangNeuronsError("--method pv works on models, not on --stats")
+    parameters = identify_parameters(args.base, parse_finetuned(args.finetuned), **method_params(args))
+    parameters.save(args.out)
+    print(f"wrote {args.out}: pv parameters per language: {parameters.sizes()}")
     return 0

@@ -1,0 +1,66 @@
+"""The bundled toy model and `langneurons demo`, including the science check of the test-bed issue.
+
+The demo runs once per session (module fixture). The science check: for at least 80% of the languages,
+deactivating that language's LAPE neurons raises its own perplexity (relative to normal) more than any
+other language's; the mean relative increase on the diagonal is at least 5x the mean off the diagonal and
+at least 5x the increase from the random set of the same size.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from langneurons.demo import bundled_model_path, demo_corpus_path, run_demo
+
+
+def test_bundled_model_loads_through_transformers():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = bundled_model_path()
+    assert path.is_dir(), "the bundled toy model is missing from the package"
+    model = AutoModelForCausalLM.from_pretrained(str(path))
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    assert model.config.model_type == "llama"
+    ids = tokenizer("In the beginning", return_tensors="pt").input_ids
+    assert model(input_ids=ids).logits.shape[-1] == model.config.vocab_size
+    size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+    assert size <= 20 * 1024 * 1024
+
+
+def test_demo_corpus_is_aligned():
+    from langneurons.corpus import load_parallel
+
+    for part, lines in (("train", 160), ("valid", 60)):
+        texts = load_parallel(demo_corpus_path(part))
+        assert len(texts) >= 10 and all(len(rows) == lines for rows in texts.values())
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    return run_demo(tmp_path_factory.mktemp("demo") / "run", progress=False, log=lambda line: None)
+
+
+def test_demo_writes_the_artefacts_of_the_separate_commands(demo):
+    out = demo.out
+    import langneurons as ln
+
+    stats = ln.load_stats(out / "stats")
+    neurons = ln.load_neurons(out / "lape.neurons")
+    assert neurons.languages == stats.languages and len(stats.languages) >= 10
+    with open(out / "ppl" / "perplexity.csv") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["condition", *stats.languages]
+    assert [row[0] for row in rows[1:]] == ["normal", "random", *stats.languages]
+    assert json.loads((out / "layers" / "meta.json").read_text())["kind"] == "layer_distribution"
+    assert demo.report == out / "report.html" and demo.report.stat().st_size > 10_000
+
+
+def test_science_check_language_specific_degradation(demo):
+    s = demo.summary
+    assert s["row_max_on_diagonal"] >= 0.8 * s["rows"], s
+    assert s["mean_diagonal_increase"] >= 5 * max(s["mean_off_diagonal_increase"], 0.0), s
+    assert s["mean_diagonal_increase"] >= 5 * max(s["mean_random_increase"], 0.0), s
+    assert s["mean_diagonal_increase"] > 0.0, s

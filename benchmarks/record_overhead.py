@@ -1,23 +1,23 @@
 """Recording overhead: time of `langneurons record`'s pass / time of a plain forward on the same windows.
 
 Both run in this process on the same random-weight Llama-shaped model and the same windows, interleaved,
-each repeated; the medians are compared. Prints, last, ``record/forward = <ratio>``.
+each repeated; the medians are compared. ``forward`` is the whole model (what a user runs without
+langneurons: logits included), ``body`` the decoder stack alone without hooks, ``record`` the recording
+pass exactly as ``langneurons record`` runs it (decoder stack, hooks at every layer's ``ffn.act``,
+on-device reductions, stop after the last layer's site), ``record-full`` the same without the early stop
+(the pure cost of hooks and reductions). Prints, last, ``record/forward = <ratio>``.
 
-    python benchmarks/record_overhead.py [--hidden 512 --intermediate 2048 --layers 4 --seq-len 256]
+    python benchmarks/record_overhead.py [--hidden 512 --intermediate 2048 --layers 4 --seq-len 256 --threads 1]
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
+from _bench import interleaved, llama_shaped, plain_forward, random_windows, recording_pass, summary
 
-from langneurons.recorder import model_body, run_statistics
 from langneurons.sites import locate_site
-from langneurons.stats import ActivationStats
-from langneurons.testing import tiny_model
 
 
 def main() -> None:
@@ -29,50 +29,31 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--windows", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    model = tiny_model("llama", vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.intermediate,
-                       num_hidden_layers=args.layers, num_attention_heads=8, num_key_value_heads=8)
-    windows = torch.randint(3, args.vocab, (args.windows, args.seq_len), generator=torch.Generator().manual_seed(0))
+    model = llama_shaped(args.hidden, args.intermediate, args.layers, args.vocab)
+    windows = random_windows(args.vocab, args.windows, args.seq_len)
     site_map = locate_site(model, "ffn.act")
-    body = model_body(model)
-
-    @torch.inference_mode()
-    def plain_forward() -> None:  # what a user runs without langneurons: the full model, batched
-        for start in range(0, args.windows, args.batch_size):
-            model(input_ids=windows[start : start + args.batch_size], use_cache=False)
-
-    @torch.inference_mode()
-    def body_forward() -> None:  # the same decoder stack the recorder runs, without hooks
-        for start in range(0, args.windows, args.batch_size):
-            body(input_ids=windows[start : start + args.batch_size], use_cache=False)
-
-    def recording() -> None:
-        stats = ActivationStats.empty(["xx"], site_map.num_layers, site_map.width)
-        run_statistics(model, site_map, {"xx": windows}, [stats], batch_size=args.batch_size, progress=False)
-
-    timings: dict[str, list[float]] = {"forward": [], "body": [], "record": []}
-    runs = {"forward": plain_forward, "body": body_forward, "record": recording}
-    for fn in runs.values():  # warm-up
-        fn()
-    for _ in range(args.repeats):
-        for name, fn in runs.items():
-            start = time.perf_counter()
-            fn()
-            timings[name].append(time.perf_counter() - start)
-    median = {name: statistics.median(values) for name, values in timings.items()}
+    runs = {
+        "forward": lambda: plain_forward(model, windows, args.batch_size),
+        "body": lambda: plain_forward(model, windows, args.batch_size, body_only=True),
+        "record": lambda: recording_pass(model, site_map, windows, args.batch_size),
+        "record-full": lambda: recording_pass(model, site_map, windows, args.batch_size, stop_early=False),
+    }
+    timings = interleaved(runs, args.repeats)
     tokens = args.windows * args.seq_len
     params = sum(p.numel() for p in model.parameters())
-    print(f"model: llama-shaped, {params / 1e6:.1f}M parameters, {args.layers} layers, d_ff {args.intermediate}, "
-          f"vocab {args.vocab}; {args.windows} windows x {args.seq_len} tokens, batch {args.batch_size}, "
-          f"{torch.get_num_threads()} threads, device cpu")
-    for name in runs:
-        print(f"{name:>8}: {median[name] * 1000:8.1f} ms  ({tokens / median[name]:,.0f} tokens/s)")
-    print(f"record/body = {median['record'] / median['body']:.3f}   (hook overhead on the same decoder stack)")
+    print(f"model: llama-shaped, {params / 1e6:.1f}M parameters, {args.layers} layers, d_model {args.hidden}, "
+          f"d_ff {args.intermediate}, vocab {args.vocab}, attention {model.config._attn_implementation}; "
+          f"{args.windows} windows x {args.seq_len} tokens, batch {args.batch_size}, "
+          f"{torch.get_num_threads()} threads, device cpu, {args.repeats} interleaved repeats")
+    median = summary(timings, tokens)
+    for name in ("record-full", "record"):
+        print(f"{name}/body = {median[name] / median['body']:.3f}   (min/min {min(timings[name]) / min(timings['body']):.3f})")
     print(f"record/forward = {median['record'] / median['forward']:.3f}")
 
 

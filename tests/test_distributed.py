@@ -70,6 +70,19 @@ def test_ranks_compose_with_shards_and_checkpoints(llama_dir, corpus_dir, tmp_pa
     torch.testing.assert_close(both.activation_sum, one.activation_sum, rtol=1e-12, atol=1e-12)
 
 
+def test_merge_refuses_the_same_shard_twice(llama_dir, corpus_dir, tmp_path, capsys):
+    from langneurons.cli.main import main
+
+    record = ["record", "--model", str(llama_dir), "--corpus", str(corpus_dir), *RECORD]
+    for index in (0, 1):
+        assert main([*record, "--shard", f"{index}/2", "--out", str(tmp_path / f"s{index}")]) == 0
+    assert main(["merge", str(tmp_path / "s0"), str(tmp_path / "s0"), "--out", str(tmp_path / "twice")]) == 2
+    assert "same shard (0/2) of the same corpus" in capsys.readouterr().err and not (tmp_path / "twice").exists()
+    assert main(["merge", str(tmp_path / "s0"), str(tmp_path / "s1"), "--out", str(tmp_path / "merged")]) == 0
+    merged, whole = ln.load_stats(tmp_path / "merged"), single_thread_record(llama_dir, corpus_dir)
+    assert torch.equal(merged.positive_count, whole.positive_count)
+
+
 def test_round_robin_ownership_and_environment(monkeypatch):
     ranks = [DistributedContext(rank=r, world_size=3) for r in range(3)]
     owners = [[owns_batch(c, g) for c in ranks].index(True) for g in range(7)]

@@ -60,6 +60,7 @@ class StatsAccumulator:
         self.token_count = torch.zeros(len(self.languages), dtype=torch.int64, device=self.device)
         self._current = 0
         self._mask: torch.Tensor | None = None
+        self._scratch: torch.Tensor | None = None
 
     # -- SiteStatistic -------------------------------------------------------------------------
     def begin_batch(self, batch: BatchInfo, batch_size: int, seq_len: int) -> None:
@@ -74,8 +75,10 @@ class StatsAccumulator:
         flat = activations.reshape(-1, activations.shape[-1])
         if self._mask is not None:
             flat = flat[self._mask.to(flat.device)]
-        reduce = _reduce_blocks if self.strategy == "blocks" else _reduce_direct
-        positive, total, squares = reduce(flat, self.reduce_dtype)
+        if self.strategy == "blocks":
+            positive, total, squares = _reduce_blocks(flat, self.reduce_dtype, self._scratch_for(flat))
+        else:
+            positive, total, squares = _reduce_direct(flat, self.reduce_dtype)
         k = self._current
         self.positive_count[k, layer] += positive.to(self.device, non_blocking=True)
         self.activation_sum[k, layer] += total.to(self.device, non_blocking=True)
@@ -83,6 +86,14 @@ class StatsAccumulator:
 
     def end_batch(self) -> None:
         self._mask = None
+
+    def _scratch_for(self, flat: torch.Tensor) -> torch.Tensor:
+        """A reusable ``[n, width]`` buffer in ``reduce_dtype`` (fresh memory would cost page faults per layer)."""
+        shape = (flat.shape[0], flat.shape[1])
+        scratch = self._scratch
+        if scratch is None or scratch.shape != shape or scratch.device != flat.device:
+            scratch = self._scratch = torch.empty(shape, dtype=self.reduce_dtype, device=flat.device)
+        return scratch
 
     # -- state ---------------------------------------------------------------------------------
     def tensors(self) -> list[torch.Tensor]:
@@ -109,10 +120,12 @@ class StatsAccumulator:
         return ActivationStats(self.languages, *(state[name] for name in _STATE), meta=meta)
 
 
-def _reduce_blocks(flat: torch.Tensor, reduce_dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+def _reduce_blocks(flat: torch.Tensor, reduce_dtype: torch.dtype, scratch: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, ...]:
     """Counts (int64), sums and sums of squares (float64) over rows of ``flat[n, width]`` by block GEMVs."""
     values = flat.to(reduce_dtype)
-    scratch = torch.empty_like(values)
+    if scratch is None:
+        scratch = torch.empty_like(values)
     torch.gt(values, 0, out=scratch)  # 1.0 where the neuron is active
     positive = column_sums(scratch).round().long()
     total = column_sums(values)

@@ -92,7 +92,7 @@ def setup(device: str | torch.device | None = None, distributed: bool | None = N
         if cuda:
             torch.cuda.set_device(torch.device(device))
         context.backend = "nccl" if cuda else "gloo"
-        dist.init_process_group(backend=context.backend)
+        dist.init_process_group(backend=context.backend, device_id=torch.device(device) if cuda else None)
         context.owns_group = True
     return context, device
 

@@ -4,7 +4,10 @@ Writes a synthetic two-language corpus of ``--tokens`` tokens per language (1x) 
 then, in this process, records each with ``langneurons.record`` (streamed corpus) and, for contrast,
 with the corpus packed in memory first (``load_corpus``, what the reference codebases do). The peak
 resident set size of each run is measured from a reset high-water mark (Linux ``/proc/self/clear_refs``)
-and reported above the resident size before the run. Prints, last, ``peak 10x/1x = <ratio>``.
+and reported above the resident size before the run. Like ``langneurons record``, it sets
+``TOKENIZERS_PARALLELISM=false`` unless set: the Rust tokenizer's worker threads fragment the heap, which
+shows as a slow creep of the peak with the corpus (set ``TOKENIZERS_PARALLELISM=true`` to see it).
+Prints, last, ``peak 10x/1x = <ratio>``.
 
     python benchmarks/peak_memory.py [--tokens 200000 --vocab 4000]
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
+import os
 import random
 import re
 import tempfile
@@ -70,6 +74,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # as `langneurons record` does
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -95,10 +100,10 @@ def main() -> None:
         tokens.clear()
         peaks = {}
         for name, fn in (("langneurons record (streamed)", streamed), ("corpus packed in memory first", in_memory)):
-            peaks[name] = {size: peak_mib(lambda: fn(path)) for size, path in corpora.items()}
+            peaks[name] = {size: peak_mib(lambda fn=fn, path=path: fn(path)) for size, path in corpora.items()}
         sizes = {size: sum(f.stat().st_size for f in path.iterdir()) / 2**20 for size, path in corpora.items()}
     print(f"model: tiny llama (hidden 32, 2 layers), vocab {args.vocab}, seq {args.seq_len}, batch {args.batch_size}; "
-          f"{torch.get_num_threads()} threads; corpus 1x: {tokens[0]:,} tokens ({sizes['1x']:.1f} MiB), 10x: {tokens[1]:,} tokens "
+          f"{torch.get_num_threads()} threads, TOKENIZERS_PARALLELISM={os.environ['TOKENIZERS_PARALLELISM']}; corpus 1x: {tokens[0]:,} tokens ({sizes['1x']:.1f} MiB), 10x: {tokens[1]:,} tokens "
           f"({sizes['10x']:.1f} MiB), 2 languages")
     for name, peak in peaks.items():
         print(f"{name:>32}: peak above start 1x {peak['1x']:7.1f} MiB, 10x {peak['10x']:7.1f} MiB")

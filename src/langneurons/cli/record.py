@@ -62,6 +62,12 @@ def check_output_dir(out: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
+
+    # One tokenizer thread per process (unless the user says otherwise): the corpus is tokenized while it
+    # streams, and the Rust tokenizer's worker threads would fragment the heap (memory creeping up with the
+    # corpus) and oversubscribe the CPUs under torchrun. Single-threaded tokenization keeps up with recording.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from langneurons import distributed
     from langneurons.checkpoint import CheckpointStore, default_checkpoint_dir
     from langneurons.recorder import record

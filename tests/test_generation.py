@@ -198,7 +198,7 @@ def test_generate_command_writes_records_and_provenance(artefacts, llama_dir, tm
     assert code == 0, err
     records = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
     assert len(records) == 2 * 3  # two conditions x three questions
-    assert {r["condition"] for r in records} == {"normal", "deactivate:bb+activate:cc"}
+    assert {r["condition"] for r in records} == {"normal", "deactivate:bb+activate:cc@2"}
     first = records[0]
     assert first["prompt"] == "abc def" and first["input"] == "Q: abc def\nA:" and first["language"] == "aa"
     assert set(first) >= {"output", "detected_language", "deactivate", "activate", "strength"}

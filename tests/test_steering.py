@@ -57,14 +57,14 @@ def test_own_language_prompts_table_matches_its_records(setup, tmp_path):
     assert len(result.records) == 2 * sum(len(q) for q in QUESTIONS.values())
     for row, lang in enumerate(result.languages):
         normal, subset = recount(result, lang, "normal", lang)
-        steered, steered_subset = recount(result, lang, f"activate:{lang}", lang)
+        steered, steered_subset = recount(result, lang, f"activate:{lang}@3", lang)
         assert len(subset) == len(steered_subset) == len(QUESTIONS[lang])
         assert result.accuracy[row].tolist() == [normal, steered]
         assert result.counts[lang]["steered_in_language"] == round(steered * len(QUESTIONS[lang]))
     # the steered outputs are those of the activate context manager
     direct = generate_texts(loaded, QUESTIONS["bb"], settings(),
                             Condition(activate=["bb"], strength=3.0).edits(neurons, stats))
-    assert direct == [r.output for r in result.records if r.condition == "activate:bb"]
+    assert direct == [r.output for r in result.records if r.condition == "activate:bb@3"]
     assert result.meta["language_identifier"] == {"name": "stub", "distribution": None, "version": "0"}
     result.save(tmp_path / "acc")
     with open(tmp_path / "acc" / "language_accuracy.csv") as handle:
@@ -84,11 +84,24 @@ def test_unconditional_mode_shares_the_normal_samples(setup):
     assert len(normal) == 4 and all(r.language is None and r.prompt == "" for r in normal)
     for row, lang in enumerate(result.languages):
         share, _ = recount(result, lang, "normal")
-        steered, subset = recount(result, lang, f"activate:{lang}")
+        steered, subset = recount(result, lang, f"activate:{lang}@2")
         assert len(subset) == 4
         assert result.accuracy[row].tolist() == [share, steered]
     with pytest.raises(ln.LangNeuronsError, match="--sample"):
         language_accuracy(loaded, neurons, stats, unconditional=2, settings=settings(), progress=False)
+
+
+def test_several_strengths_give_one_column_each(setup, tmp_path):
+    loaded, neurons, stats = setup
+    result = language_accuracy(loaded, neurons, stats, prompts={"aa": QUESTIONS["aa"]}, strength=[1, 4],
+                               settings=settings(), identifier=stub_identifier(), progress=False)
+    assert result.columns == ("normal", "steered@1", "steered@4")
+    assert [r.condition for r in result.records] == ["normal"] * 3 + ["activate:aa"] * 3 + ["activate:aa@4"] * 3
+    for column, condition in ((1, "activate:aa"), (2, "activate:aa@4")):
+        assert result.accuracy[0, column].item() == recount(result, "aa", condition)[0]
+    assert "steered@4 > normal for" in result.format()
+    result.save(tmp_path / "two")
+    assert load_language_accuracy(tmp_path / "two").columns == result.columns
 
 
 def test_cross_lingual_prompts_deactivate_the_prompt_language(setup):
@@ -134,7 +147,7 @@ def test_steer_command(saved, llama_dir, tmp_path, capsys):
     assert len(records) == 2 * (3 + 2)
     for row in rows[1:]:  # the table is the share of records detected as the row's language
         lang = row[0]
-        steered = [r for r in records if r["condition"] == f"activate:{lang}"]
+        steered = [r for r in records if r["condition"] == f"activate:{lang}@2"]
         assert float(row[2]) == pytest.approx(sum(r["detected_language"] == lang for r in steered) / len(steered))
 
 

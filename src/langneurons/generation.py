@@ -73,7 +73,8 @@ class GenerationSettings:
 class Condition:
     """One generation condition: languages whose neurons are deactivated (0) and activated (mean x strength).
 
-    The name is ``normal`` without edits, else e.g. ``deactivate:es+activate:zh``.
+    The name is ``normal`` without edits, else e.g. ``deactivate:es+activate:zh`` (``activate:zh@5`` at
+    strength 5).
     """
 
     deactivate: list[str] = field(default_factory=list)
@@ -82,7 +83,8 @@ class Condition:
 
     @property
     def name(self) -> str:
-        parts = [f"deactivate:{lang}" for lang in self.deactivate] + [f"activate:{lang}" for lang in self.activate]
+        suffix = "" if self.strength == 1.0 else f"@{self.strength:g}"
+        parts = [f"deactivate:{lang}" for lang in self.deactivate] + [f"activate:{lang}{suffix}" for lang in self.activate]
         return "+".join(parts) or "normal"
 
     @property

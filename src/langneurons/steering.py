@@ -157,28 +157,34 @@ def run_meta(loaded: LoadedModel, settings: GenerationSettings, identifier: Lang
 
 @dataclass
 class LanguageAccuracy:
-    """Share of outputs in each language: rows ``languages``, columns ``normal`` and ``steered``."""
+    """Share of outputs in each language: rows ``languages``, columns ``normal`` and ``steered``.
+
+    With several strengths the steered columns are ``steered@{strength}`` (one per strength).
+    """
 
     languages: list[str]
-    accuracy: torch.Tensor  # float64 [L, 2]
+    accuracy: torch.Tensor  # float64 [L, C]
     counts: dict[str, dict[str, int]]
     records: list[GenerationRecord]
     meta: dict[str, Any] = field(default_factory=dict)
-    quality: torch.Tensor | None = None  # float64 [L, 2] mean judge score (NaN where none), when judged
-    columns: tuple[str, str] = ("normal", "steered")
+    quality: torch.Tensor | None = None  # float64 [L, C] mean judge score (NaN where none), when judged
+    columns: tuple[str, ...] = ("normal", "steered")
 
     def row(self, language: str) -> dict[str, float]:
         return dict(zip(self.columns, self.accuracy[self.languages.index(language)].tolist()))
 
-    def improved(self) -> list[str]:
-        """Languages whose steered share is higher than the normal one."""
-        return [lang for lang, (n, s) in zip(self.languages, self.accuracy.tolist()) if s > n]
+    def improved(self, column: str | None = None) -> list[str]:
+        """Languages whose share in a steered column (default: the last) is higher than the normal one."""
+        index = self.columns.index(column) if column else len(self.columns) - 1
+        return [lang for lang, row in zip(self.languages, self.accuracy.tolist()) if row[index] > row[0]]
 
     def format(self) -> str:
-        lines = [f"{'language':<10}{'normal':>10}{'steered':>10}"]
-        for lang, (normal, steered) in zip(self.languages, self.accuracy.tolist()):
-            lines.append(f"{lang:<10}{normal:>10.3f}{steered:>10.3f}")
-        lines.append(f"steered > normal for {len(self.improved())} of {len(self.languages)} languages")
+        width = max(10, *(len(c) + 2 for c in self.columns))
+        lines = [f"{'language':<10}" + "".join(f"{c:>{width}}" for c in self.columns)]
+        for lang, row in zip(self.languages, self.accuracy.tolist()):
+            lines.append(f"{lang:<10}" + "".join(f"{v:>{width}.3f}" for v in row))
+        for column in self.columns[1:]:
+            lines.append(f"{column} > normal for {len(self.improved(column))} of {len(self.languages)} languages")
         return "\n".join(lines)
 
     def save(self, directory: str | Path, plot: bool = True) -> Path:
@@ -218,7 +224,8 @@ def load_language_accuracy(directory: str | Path) -> LanguageAccuracy:
     accuracy = torch.tensor([[float(v) for v in row[1:]] for row in rows[1:]], dtype=torch.float64)
     records = read_generations(root / "generations.jsonl")
     extra = {k: v for k, v in meta.items() if k not in ("languages", "columns", "counts")}
-    return LanguageAccuracy([row[0] for row in rows[1:]], accuracy, meta.get("counts", {}), records, extra)
+    return LanguageAccuracy([row[0] for row in rows[1:]], accuracy, meta.get("counts", {}), records, extra,
+                            columns=tuple(rows[0][1:]))
 
 
 def accuracy_bars(result: LanguageAccuracy, path: str | Path) -> Path:
@@ -231,8 +238,12 @@ def accuracy_bars(result: LanguageAccuracy, path: str | Path) -> Path:
     values = result.accuracy.numpy()
     positions = range(len(result.languages))
     fig, ax = plt.subplots(figsize=(max(4.8, 1.5 + 0.6 * len(result.languages)), 3.2), dpi=110)
-    ax.bar([p - 0.2 for p in positions], values[:, 0], width=0.4, label=result.columns[0], color="#9aa5b1")
-    ax.bar([p + 0.2 for p in positions], values[:, 1], width=0.4, label=result.columns[1], color="#d1495b")
+    count = len(result.columns)
+    width = 0.8 / count
+    colors = ["#9aa5b1", "#d1495b", "#edae49", "#00798c", "#30638e", "#003d5b"]
+    for c, column in enumerate(result.columns):
+        offset = (c - (count - 1) / 2) * width
+        ax.bar([p + offset for p in positions], values[:, c], width=width, label=column, color=colors[c % len(colors)])
     ax.set_xticks(list(positions), result.languages)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("share of outputs in the language")
@@ -264,18 +275,22 @@ def steering_languages(neurons: Any, stats: Any, candidates: Sequence[str] | Non
 
 def language_accuracy(model: Any, neurons: Any, stats: Any, prompts: dict[str, list[str]] | None = None,
                       unconditional: int | None = None, prompt_language: str | None = None,
-                      deactivate_prompt_language: bool = False, strength: float = 1.0,
+                      deactivate_prompt_language: bool = False, strength: float | Sequence[float] = 1.0,
                       langs: Sequence[str] | None = None, settings: GenerationSettings | None = None,
                       identifier: str | LanguageIdentifier | None = None, judge: Any = None, tokenizer: Any = None,
                       progress: bool = True) -> LanguageAccuracy:
     """Table 4 (first block): per language X, share of outputs detected as X, normal vs X activated.
 
     Give ``prompts`` (``{lang: questions}``, see :func:`langneurons.generation.read_prompts`), optionally
-    with ``prompt_language``, or ``unconditional`` (samples per condition). Returns named rows / columns,
-    every generation record and provenance.
+    with ``prompt_language``, or ``unconditional`` (samples per condition). Several ``strength`` values
+    give one steered column each (sharing the normal outputs). Returns named rows / columns, every
+    generation record and provenance.
     """
     from langneurons.loading import as_loaded
 
+    strengths = [float(strength)] if isinstance(strength, (int, float)) else [float(v) for v in strength]
+    if not strengths or len(set(strengths)) != len(strengths):
+        raise LangNeuronsError(f"give one or more distinct strengths, got {strengths}")
     loaded = as_loaded(model, tokenizer)
     if not isinstance(identifier, LanguageIdentifier):
         identifier = get_identifier(identifier)
@@ -302,38 +317,44 @@ def language_accuracy(model: Any, neurons: Any, stats: Any, prompts: dict[str, l
     else:
         shared = None
     normal = Condition()
-    plan: list[tuple[str, PromptGroup, Condition]] = []  # (target language, group, steered condition)
+    columns = ("normal", "steered") if len(strengths) == 1 else ("normal", *(f"steered@{v:g}" for v in strengths))
+    plan: list[tuple[str, PromptGroup, list[Condition]]] = []  # (target language, group, steered conditions)
     for lang in languages:
         group = shared or PromptGroup(lang, lang, questions=prompts[lang])
         deactivate = [prompt_language] if deactivate_prompt_language and prompt_language != lang else []
-        plan.append((lang, group, Condition(deactivate=deactivate, activate=[lang], strength=strength)))
+        plan.append((lang, group, [Condition(deactivate=deactivate, activate=[lang], strength=v) for v in strengths]))
     records: list[GenerationRecord] = []
     normal_groups = [shared] if shared else [group for _, group, _ in plan]
     normal_records = generate_records(loaded, normal_groups, [normal], settings, neurons, stats, identifier,
                                       judge, progress)
     records.extend(normal_records)
-    accuracy = torch.zeros(len(languages), 2, dtype=torch.float64)
-    quality = torch.full((len(languages), 2), float("nan"), dtype=torch.float64)
+    accuracy = torch.zeros(len(languages), len(columns), dtype=torch.float64)
+    quality = torch.full((len(languages), len(columns)), float("nan"), dtype=torch.float64)
     counts: dict[str, dict[str, int]] = {}
-    for row, (lang, group, condition) in enumerate(plan):
-        steered = generate_records(loaded, [group], [condition], settings, neurons, stats, identifier, judge,
-                                   progress)
-        records.extend(steered)
+    for row, (lang, group, steered_conditions) in enumerate(plan):
         base = normal_records if shared else [r for r in normal_records if r.language == lang]
-        for column, subset in enumerate((base, steered)):
-            accuracy[row, column] = sum(r.detected_language == lang for r in subset) / len(subset)
+        subsets = [base]
+        for condition in steered_conditions:
+            subsets.append(generate_records(loaded, [group], [condition], settings, neurons, stats, identifier,
+                                            judge, progress))
+            records.extend(subsets[-1])
+        counts[lang] = {"outputs": len(base)}
+        for column, subset in enumerate(subsets):
+            hits = sum(r.detected_language == lang for r in subset)
+            accuracy[row, column] = hits / len(subset)
+            counts[lang][f"{columns[column]}_in_language"] = hits
             scores = [r.judge_score for r in subset if r.judge_score is not None]
             if scores:
                 quality[row, column] = sum(scores) / len(scores)
-        counts[lang] = {"outputs": len(steered), "normal_in_language": sum(r.detected_language == lang for r in base),
-                        "steered_in_language": sum(r.detected_language == lang for r in steered)}
     mode = ("unconditional" if unconditional is not None else
             f"prompts in {prompt_language}" if prompt_language is not None else "own-language prompts")
-    conditions = [normal] + [condition for _, _, condition in plan]
+    conditions = [normal] + [condition for _, _, steered in plan for condition in steered]
     meta = run_meta(loaded, settings, identifier, conditions, neurons, stats, judge)
-    meta.update({"mode": mode, "strength": strength, "unconditional": unconditional,
-                 "prompt_language": prompt_language, "deactivate_prompt_language": deactivate_prompt_language,
-                 "title": f"language accuracy ({mode}, strength {strength:g})",
+    label = ", ".join(f"{v:g}" for v in strengths)
+    meta.update({"mode": mode, "strength": strengths[0] if len(strengths) == 1 else strengths,
+                 "unconditional": unconditional, "prompt_language": prompt_language,
+                 "deactivate_prompt_language": deactivate_prompt_language,
+                 "title": f"language accuracy ({mode}, strength {label})",
                  "accuracy": "share of outputs whose detected language is the row's language"})
     return LanguageAccuracy(languages, accuracy, counts, records, meta,
-                            quality if judge is not None else None)
+                            quality if judge is not None else None, columns)

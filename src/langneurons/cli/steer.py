@@ -25,7 +25,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--neurons", required=True, help="neuron set written by `langneurons identify`")
     parser.add_argument("--stats", required=True, help="statistics written by `langneurons record`")
     parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--strength", type=float, default=1.0, help="factor on the mean activation (default 1)")
+    parser.add_argument("--strength", type=float, nargs="+", default=[1.0],
+                        help="factor on the mean activation (default 1, the paper's); several values give one "
+                             "steered column each")
     parser.add_argument("--langs", default=None, help="comma-separated languages to steer (default: every one)")
     parser.add_argument("--prompt-language", default=None, metavar="LANG",
                         help="steer every language on this language's prompts (cross-lingual, Table 5)")
@@ -73,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         neurons.layers(args.prompt_language)
     from langneurons.interventions import Activate, plan_edits
 
-    plan_edits([Activate(neurons, languages, stats, args.strength)], neurons.num_layers)  # stats match the set
+    plan_edits([Activate(neurons, languages, stats, args.strength[0])], neurons.num_layers)  # stats match the set
     identifier = get_identifier(args.langid)
     judge = judge_from_args(args)
 
@@ -83,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
     result = language_accuracy(
         loaded, neurons, stats, prompts=prompts, unconditional=args.unconditional,
         prompt_language=args.prompt_language, deactivate_prompt_language=args.deactivate_prompt_language,
-        strength=args.strength, langs=languages, settings=settings, identifier=identifier, judge=judge,
+        strength=args.strength[0] if len(args.strength) == 1 else args.strength, langs=languages,
+        settings=settings, identifier=identifier, judge=judge,
         progress=not args.no_progress,
     )
     if prompts is not None:

@@ -4,12 +4,13 @@ Writes a synthetic two-language corpus of ``--tokens`` tokens per language (1x) 
 then, in this process, records each with ``langneurons.record`` (streamed corpus) and, for contrast,
 with the corpus packed in memory first (``load_corpus``, what the reference codebases do). The peak
 resident set size of each run is measured from a reset high-water mark (Linux ``/proc/self/clear_refs``)
-and reported above the resident size before the run. Like ``langneurons record``, it sets
-``TOKENIZERS_PARALLELISM=false`` unless set: the Rust tokenizer's worker threads fragment the heap, which
-shows as a slow creep of the peak with the corpus (set ``TOKENIZERS_PARALLELISM=true`` to see it).
-Prints, last, ``peak 10x/1x = <ratio>``.
+and reported above the resident size before the run (streamed: the median of alternating rounds).
+Like ``langneurons record``, it sets ``TOKENIZERS_PARALLELISM=false`` unless set: the Rust tokenizer's
+worker threads fragment the heap, which shows as a slow creep of the peak with the corpus (set
+``TOKENIZERS_PARALLELISM=true`` to see it).
+Prints, last, ``peak 10x/1x = <ratio>`` (largest over smallest of ``--sizes``).
 
-    python benchmarks/peak_memory.py [--tokens 200000 --vocab 4000]
+    python benchmarks/peak_memory.py [--tokens 200000 --vocab 4000 --sizes 1,10 --rounds 3]
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import gc
 import os
 import random
 import re
+import statistics
 import tempfile
 from pathlib import Path
 
@@ -71,6 +73,8 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the streamed runs (median)")
+    parser.add_argument("--sizes", default="1,10", help="corpus sizes in multiples of --tokens (first and last compared)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -84,31 +88,41 @@ def main() -> None:
         per_document = sum(len(ids) for ids in tokenizer(texts[:200])["input_ids"]) / 200
         documents = max(1, round(args.tokens / per_document))
         model = tiny_model("llama", vocab_size=len(tokenizer), max_position_embeddings=args.seq_len)
-        corpora = {"1x": write_corpus(root / "1x", documents, seed=1),
-                   "10x": write_corpus(root / "10x", 10 * documents, seed=1)}
+        multiples = [int(part) for part in args.sizes.split(",")]
+        corpora = {f"{m}x": write_corpus(root / f"{m}x", m * documents, seed=1) for m in multiples}
         kwargs = dict(tokenizer=tokenizer, seq_len=args.seq_len, batch_size=args.batch_size, progress=False)
 
         def streamed(corpus: Path) -> None:
             stats = ln.record(model, corpus, **kwargs)
-            tokens.append(int(stats.token_count.sum()))
+            if len(tokens) < len(corpora):
+                tokens.append(int(stats.token_count.sum()))
 
         def in_memory(corpus: Path) -> None:
             ln.record(model, load_corpus(corpus, tokenizer, args.seq_len), **kwargs)
 
         tokens: list[int] = []
-        streamed(corpora["1x"])  # warm-up: imports, kernels, allocator pools
+        streamed(next(iter(corpora.values())))  # warm-up: imports, kernels, allocator pools
         tokens.clear()
-        peaks = {}
-        for name, fn in (("langneurons record (streamed)", streamed), ("corpus packed in memory first", in_memory)):
-            peaks[name] = {size: peak_mib(lambda fn=fn, path=path: fn(path)) for size, path in corpora.items()}
+        peaks: dict[str, dict[str, float]] = {}
+        rounds: dict[str, list[float]] = {size: [] for size in corpora}
+        for _ in range(args.rounds):  # 1x, 10x, 1x, 10x, ...: the allocator's state adds noise
+            for size, path in corpora.items():
+                rounds[size].append(peak_mib(lambda path=path: streamed(path)))
+        peaks["langneurons record (streamed)"] = {size: statistics.median(values) for size, values in rounds.items()}
+        peaks["corpus packed in memory first"] = {size: peak_mib(lambda path=path: in_memory(path))
+                                                  for size, path in corpora.items()}
         sizes = {size: sum(f.stat().st_size for f in path.iterdir()) / 2**20 for size, path in corpora.items()}
+    first, last = list(corpora)[0], list(corpora)[-1]
+    listing = ", ".join(f"{size}: {count:,} tokens ({sizes[size]:.1f} MiB)" for size, count in zip(corpora, tokens))
     print(f"model: tiny llama (hidden 32, 2 layers), vocab {args.vocab}, seq {args.seq_len}, batch {args.batch_size}; "
-          f"{torch.get_num_threads()} threads, TOKENIZERS_PARALLELISM={os.environ['TOKENIZERS_PARALLELISM']}; corpus 1x: {tokens[0]:,} tokens ({sizes['1x']:.1f} MiB), 10x: {tokens[1]:,} tokens "
-          f"({sizes['10x']:.1f} MiB), 2 languages")
+          f"{torch.get_num_threads()} threads, TOKENIZERS_PARALLELISM={os.environ['TOKENIZERS_PARALLELISM']}; "
+          f"2 languages, corpus {listing}; streamed: median of {args.rounds} alternating rounds")
     for name, peak in peaks.items():
-        print(f"{name:>32}: peak above start 1x {peak['1x']:7.1f} MiB, 10x {peak['10x']:7.1f} MiB")
+        print(f"{name:>32}: peak above start " + ", ".join(f"{size} {value:6.1f} MiB" for size, value in peak.items()))
+    print(f"{'streamed rounds':>32}: " + "; ".join(
+        f"{size} " + ", ".join(f"{value:.1f}" for value in values) for size, values in rounds.items()) + " MiB")
     streamed_peak = peaks["langneurons record (streamed)"]
-    print(f"peak 10x/1x = {max(streamed_peak['10x'], 1.0) / max(streamed_peak['1x'], 1.0):.2f}")
+    print(f"peak {last}/{first} = {max(streamed_peak[last], 1.0) / max(streamed_peak[first], 1.0):.2f}")
 
 
 if __name__ == "__main__":

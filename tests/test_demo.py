@@ -64,3 +64,23 @@ def test_science_check_language_specific_degradation(demo):
     assert s["mean_diagonal_increase"] >= 5 * max(s["mean_off_diagonal_increase"], 0.0), s
     assert s["mean_diagonal_increase"] >= 5 * max(s["mean_random_increase"], 0.0), s
     assert s["mean_diagonal_increase"] > 0.0, s
+
+
+@pytest.mark.slow
+def test_demo_report_in_headless_chromium(demo, tmp_path):
+    """The demo's report opens in a real browser: every figure loads, no console error; a screenshot is kept."""
+    from test_report import ARTIFACTS, PNG, chromium, dumped_root, find_chromium
+
+    binary = find_chromium()
+    if binary is None:
+        pytest.skip("chromium is not installed")
+    html_root, body = dumped_root(chromium(binary, tmp_path / "profile", "--virtual-time-budget=5000",
+                                           "--dump-dom", demo.report.as_uri()).stdout)
+    assert html_root.get("data-js-errors") == "0", html_root.get("data-js-messages")
+    assert int(body.get("data-images", "0")) >= 3 and body.get("data-images-ok") == "true"
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "demo_report.png"
+    shot.unlink(missing_ok=True)
+    result = chromium(binary, tmp_path / "profile", f"--screenshot={shot}", "--window-size=1280,3000",
+                      demo.report.as_uri())
+    assert shot.is_file() and shot.read_bytes().startswith(PNG), result.stderr[-2000:]

@@ -127,9 +127,13 @@ def perplexity_matrix(
     include_random: bool = True,
     deactivate_languages: list[str] | None = None,
     progress: bool = True,
+    device_map: str | dict | None = None,
 ) -> PerplexityMatrix:
-    """Evaluate every condition on every language of ``corpus`` (Figure 2 of the LAPE paper)."""
-    loaded = as_loaded(model, tokenizer, device=device, dtype=dtype)
+    """Evaluate every condition on every language of ``corpus`` (Figure 2 of the LAPE paper).
+
+    ``device_map`` (e.g. ``"auto"``) places a model larger than one device with accelerate.
+    """
+    loaded = as_loaded(model, tokenizer, device=device, dtype=dtype, device_map=device_map)
     site_map = locate_site(loaded.model, neurons.site)
     neurons.check_shape(site_map.num_layers, site_map.width, what=f"model {loaded.name!r}")
     if isinstance(corpus, PackedCorpus):

@@ -27,7 +27,7 @@ from langneurons.corpus import PackedCorpus, default_seq_len, find_corpus_files
 from langneurons.errors import LangNeuronsError
 from langneurons.loading import LoadedModel, as_loaded
 from langneurons.schedule import PlannedBatch, ScheduleCursor, batch_schedule, select_batches
-from langneurons.sites import SiteMap, locate_site, site_hooks
+from langneurons.sites import SiteMap, input_device, locate_site, site_hooks
 from langneurons.stats.activation import ActivationStats
 from langneurons.stats.base import BatchInfo, SiteStatistic
 from langneurons.streaming import StreamingCorpus, scan_file
@@ -43,20 +43,8 @@ def model_body(model: nn.Module) -> nn.Module:
 
 
 def execution_device(model: nn.Module) -> torch.device:
-    """Where input ids go: the input embedding's device, or its execution device under accelerate offload."""
-    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-    if embeddings is not None:
-        hook = getattr(embeddings, "_hf_hook", None)
-        for candidate in getattr(hook, "hooks", [hook]):
-            device = getattr(candidate, "execution_device", None)
-            if device is not None:
-                return torch.device("cuda", device) if isinstance(device, int) else torch.device(device)
-        if embeddings.weight.device.type != "meta":
-            return embeddings.weight.device
-    for parameter in model.parameters():
-        if parameter.device.type != "meta":
-            return parameter.device
-    return torch.device("cpu")
+    """Where input ids go (see :func:`langneurons.sites.input_device`)."""
+    return input_device(model)
 
 
 def offloads_weights(model: nn.Module) -> bool:

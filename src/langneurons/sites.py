@@ -94,11 +94,20 @@ def locate_site(model: nn.Module, site: str = "ffn.act", validate: bool = True) 
 
 
 def input_device(model: nn.Module) -> torch.device:
-    """The device that input ids must be on (the embedding's, also under a device map)."""
+    """Where input ids go: the input embedding's device, or its execution device under accelerate offload."""
     embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
     if embeddings is not None:
-        return embeddings.weight.device
-    return next(model.parameters()).device
+        hook = getattr(embeddings, "_hf_hook", None)
+        for candidate in getattr(hook, "hooks", [hook]):
+            device = getattr(candidate, "execution_device", None)
+            if device is not None:
+                return torch.device("cuda", device) if isinstance(device, int) else torch.device(device)
+        if embeddings.weight.device.type != "meta":
+            return embeddings.weight.device
+    for parameter in model.parameters():
+        if parameter.device.type != "meta":
+            return parameter.device
+    return torch.device("cpu")
 
 
 @torch.inference_mode()

@@ -19,6 +19,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random row")
     parser.add_argument("--no-random", action="store_true", help="skip the random row")
+    parser.add_argument("--device-map", default=None, help="accelerate device map, e.g. auto, for big models")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -36,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
         args.model, args.corpus, neurons, langs=parse_langs(args.langs), max_tokens=args.max_tokens,
         seq_len=args.seq_len, batch_size=args.batch_size, device=args.device, dtype=args.dtype,
         random_seed=args.seed, include_random=not args.no_random, progress=not args.no_progress,
+        device_map=args.device_map,
     )
     matrix.save(args.out)
     print(format_matrix(matrix))

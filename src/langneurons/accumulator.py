@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from langneurons.errors import LangNeuronsError
-from langneurons.stats.activation import ActivationStats, column_sums
+from langneurons.stats.activation import ActivationStats, reduce_blocks
 from langneurons.stats.base import BatchInfo
 
 STRATEGIES = ("blocks", "direct")
@@ -76,7 +76,7 @@ class StatsAccumulator:
         if self._mask is not None:
             flat = flat[self._mask.to(flat.device)]
         if self.strategy == "blocks":
-            positive, total, squares = _reduce_blocks(flat, self.reduce_dtype, self._scratch_for(flat))
+            positive, total, squares = reduce_blocks(flat, self.reduce_dtype, self._scratch_for(flat))
         else:
             positive, total, squares = _reduce_direct(flat, self.reduce_dtype)
         k = self._current
@@ -118,19 +118,6 @@ class StatsAccumulator:
         """The sums as :class:`ActivationStats` on the CPU."""
         state = self.state_dict()
         return ActivationStats(self.languages, *(state[name] for name in _STATE), meta=meta)
-
-
-def _reduce_blocks(flat: torch.Tensor, reduce_dtype: torch.dtype, scratch: torch.Tensor | None = None
-                   ) -> tuple[torch.Tensor, ...]:
-    """Counts (int64), sums and sums of squares (float64) over rows of ``flat[n, width]`` by block GEMVs."""
-    values = flat.to(reduce_dtype)
-    if scratch is None:
-        scratch = torch.empty_like(values)
-    torch.gt(values, 0, out=scratch)  # 1.0 where the neuron is active
-    positive = column_sums(scratch).round().long()
-    total = column_sums(values)
-    torch.mul(values, values, out=scratch)
-    return positive, total, column_sums(scratch)
 
 
 def _reduce_direct(flat: torch.Tensor, reduce_dtype: torch.dtype) -> tuple[torch.Tensor, ...]:

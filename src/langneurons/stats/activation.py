@@ -106,14 +106,11 @@ class ActivationStats:
         flat = activations.reshape(-1, activations.shape[-1])
         if self._mask is not None:
             flat = flat[self._mask.to(flat.device)]
-        values = flat.to(self.reduce_dtype)
+        positive, total, squares = reduce_blocks(flat, self.reduce_dtype)
         k, device = self._current, self.positive_count.device
-        scratch = torch.empty_like(values)
-        torch.gt(values, 0, out=scratch)  # 1.0 where the neuron is active
-        self.positive_count[k, layer] += column_sums(scratch).round().long().to(device)
-        self.activation_sum[k, layer] += column_sums(values).to(device)
-        torch.mul(values, values, out=scratch)
-        self.activation_sq_sum[k, layer] += column_sums(scratch).to(device)
+        self.positive_count[k, layer] += positive.to(device)
+        self.activation_sum[k, layer] += total.to(device)
+        self.activation_sq_sum[k, layer] += squares.to(device)
 
     def end_batch(self) -> None:
         self._mask = None
@@ -209,6 +206,20 @@ def column_sums(values: torch.Tensor, chunk: int = REDUCE_CHUNK) -> torch.Tensor
     if not blocks:
         return torch.zeros(width, dtype=torch.float64, device=values.device)
     return torch.cat(blocks).to(torch.float64).sum(0)
+
+
+def reduce_blocks(flat: torch.Tensor, reduce_dtype: torch.dtype, scratch: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Counts of values > 0 (``int64[width]``), sums and sums of squares (``float64[width]``) over the rows of
+    ``flat[n, width]``, by block GEMVs in ``reduce_dtype`` (see :func:`column_sums`)."""
+    values = flat.to(reduce_dtype)
+    if scratch is None:
+        scratch = torch.empty_like(values)
+    torch.gt(values, 0, out=scratch)  # 1.0 where the neuron is active
+    positive = column_sums(scratch).round().long()
+    total = column_sums(values)
+    torch.mul(values, values, out=scratch)
+    return positive, total, column_sums(scratch)
 
 
 def _merge_meta(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:

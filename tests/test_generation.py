@@ -11,9 +11,19 @@ import torch
 
 import langneurons as ln
 from langneurons.cli.main import main
-from langneurons.generation import (Condition, GenerationSettings, _repetition_penalty, _stopping_criteria, cut_at_stop,
-                                    encode_prompts, generate_batch, generate_texts, generate_unconditional, left_padded,
-                                    read_prompts)
+from langneurons.generation import (
+    Condition,
+    GenerationSettings,
+    _repetition_penalty,
+    _stopping_criteria,
+    cut_at_stop,
+    encode_prompts,
+    generate_batch,
+    generate_texts,
+    generate_unconditional,
+    left_padded,
+    read_prompts,
+)
 from langneurons.sites import locate_site, site_hooks
 from langneurons.testing import tiny_model
 
@@ -100,10 +110,10 @@ def test_activate_holds_the_recorded_mean_at_every_generation_step(llama, tokeni
     seen: dict[int, list[torch.Tensor]] = {0: [], 1: []}
     edits = Condition(deactivate=["bb"], activate=["cc"], strength=strength).edits(neurons, stats)
     # the capture hook is registered after the intervention's, so it sees the replaced tensor
-    with ln.intervene(llama, edits, site_map=site_map):
-        with site_hooks(site_map, lambda layer, t: seen[layer].append(t.detach().clone())):
-            rows = encode_prompts(tokenizer, PROMPTS[:3])
-            generate_batch(llama, tokenizer, rows, settings(max_new_tokens=6, repetition_penalty=1.0))
+    rows = encode_prompts(tokenizer, PROMPTS[:3])
+    with ln.intervene(llama, edits, site_map=site_map), \
+            site_hooks(site_map, lambda layer, t: seen[layer].append(t.detach().clone())):
+        generate_batch(llama, tokenizer, rows, settings(max_new_tokens=6, repetition_penalty=1.0))
     prompt_length = max(len(r) for r in rows)
     assert [t.shape[1] for t in seen[0]] == [prompt_length] + [1] * 5  # KV cache: one new position per step
     for layer in (0, 1):
@@ -190,7 +200,7 @@ def run_cli(argv, capsys):
 
 def test_generate_command_writes_records_and_provenance(artefacts, llama_dir, tmp_path, capsys):
     out = tmp_path / "gen"
-    code, stdout, err = run_cli(
+    code, _, err = run_cli(
         ["generate", "--model", str(llama_dir), "--prompts", str(artefacts / "prompts"), "--neurons",
          str(artefacts / "neurons"), "--stats", str(artefacts / "stats"), "--deactivate", "bb", "--activate", "cc",
          "--strength", "2", "--also-normal", "--max-new-tokens", "6", "--batch-size", "2", "--out", str(out),
@@ -221,6 +231,7 @@ def test_generate_command_writes_records_and_provenance(artefacts, llama_dir, tm
 
 
 def test_generate_unconditional_command(artefacts, llama_dir, tmp_path, capsys):
+    pytest.importorskip("py3langid")  # an optional identifier, selected with --langid
     out = tmp_path / "unc"
     code, _, err = run_cli(["generate", "--model", str(llama_dir), "--unconditional", "3", "--max-new-tokens", "5",
                             "--out", str(out), "--no-progress", "--langid", "py3langid"], capsys)

@@ -12,7 +12,13 @@ import pytest
 
 import langneurons as ln
 from langneurons.cli.main import main
-from langneurons.judge import KEY_ENV, PROMPT_TEMPLATE, Judge, chat_endpoint, parse_rating
+from langneurons.judge import (
+    KEY_ENV,
+    PROMPT_TEMPLATE,
+    Judge,
+    chat_endpoint,
+    parse_rating,
+)
 
 
 class Server:
@@ -23,7 +29,7 @@ class Server:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
+            def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 server.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
                 if server.status != 200:

@@ -14,9 +14,10 @@ prompt and on every generated token.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -45,7 +46,7 @@ class GenerationSettings:
     batch_size: int = 8
     seed: int = 0
 
-    def validate(self) -> "GenerationSettings":
+    def validate(self) -> GenerationSettings:
         if self.max_new_tokens < 1:
             raise LangNeuronsError(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
         if self.batch_size < 1:
@@ -288,12 +289,12 @@ def generate_batch(model: nn.Module, tokenizer: Any, rows: Sequence[Sequence[int
             raise LangNeuronsError(f"a prompt has {prompt_length} tokens, the model's context is {limit}")
         max_new = min(max_new, limit - prompt_length)
     eos = eos_token_ids(model, tokenizer)
-    kwargs: dict[str, Any] = dict(
-        max_new_tokens=max_new, do_sample=settings.sample, num_beams=1,
-        repetition_penalty=1.0, pad_token_id=pad, use_cache=True,  # the penalty is applied below, padding-aware
-        eos_token_id=sorted(eos) if eos else None,
-        no_repeat_ngram_size=0, typical_p=1.0, top_k=0 if settings.sample else None,
-    )
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": max_new, "do_sample": settings.sample, "num_beams": 1,
+        "repetition_penalty": 1.0,  # applied by our padding-aware processor below
+        "pad_token_id": pad, "use_cache": True, "eos_token_id": sorted(eos) if eos else None,
+        "no_repeat_ngram_size": 0, "typical_p": 1.0, "top_k": 0 if settings.sample else None,
+    }
     if settings.sample:
         kwargs.update(temperature=settings.temperature, top_p=settings.top_p)
     else:  # greedy: neutral values so that a model's sampling defaults raise no warnings

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import importlib.metadata
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 from langneurons.errors import LangNeuronsError
 

@@ -16,17 +16,24 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
 from langneurons.artefacts import atomic_directory, sidecar, write_json
 from langneurons.errors import LangNeuronsError
-from langneurons.generation import (Condition, GenerationSettings, generate_texts, generate_unconditional,
-                                    start_token_id)
+from langneurons.generation import (
+    Condition,
+    GenerationSettings,
+    generate_texts,
+    generate_unconditional,
+    start_token_id,
+)
 from langneurons.langid import LanguageIdentifier, get_identifier
 from langneurons.loading import LoadedModel
 
@@ -111,8 +118,7 @@ def generate_records(loaded: LoadedModel, groups: Sequence[PromptGroup], conditi
 def write_generations(path: Path, records: Sequence[GenerationRecord]) -> None:
     """One JSON object per line (UTF-8, not ASCII-escaped)."""
     with open(path, "w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record.to_json(), ensure_ascii=False) + "\n")
+        handle.writelines(json.dumps(record.to_json(), ensure_ascii=False) + "\n" for record in records)
 
 
 def read_generations(path: str | Path) -> list[GenerationRecord]:
@@ -207,7 +213,7 @@ def _write_table(path: Path, rows: list[str], columns: Sequence[str], values: to
         writer = csv.writer(handle)
         writer.writerow(["language", *columns])
         for lang, row in zip(rows, values.tolist()):
-            writer.writerow([lang, *("" if v != v else f"{v:.4f}" for v in row)])
+            writer.writerow([lang, *("" if math.isnan(v) else f"{v:.4f}" for v in row)])
 
 
 def load_language_accuracy(directory: str | Path) -> LanguageAccuracy:

@@ -109,7 +109,12 @@ def run(args: argparse.Namespace) -> int:
     from langneurons.errors import LangNeuronsError
     from langneurons.generation import Condition, read_prompts
     from langneurons.langid import get_identifier
-    from langneurons.steering import PromptGroup, generate_records, run_meta, save_generations
+    from langneurons.steering import (
+        PromptGroup,
+        generate_records,
+        run_meta,
+        save_generations,
+    )
 
     settings = settings_from_args(args)
     if (args.prompts is None) == (args.unconditional is None):

@@ -39,7 +39,12 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from langneurons.cli._common import parse_langs
-    from langneurons.cli.generate import check_output_dir, check_site, judge_from_args, settings_from_args
+    from langneurons.cli.generate import (
+        check_output_dir,
+        check_site,
+        judge_from_args,
+        settings_from_args,
+    )
     from langneurons.errors import LangNeuronsError
     from langneurons.generation import read_prompts
     from langneurons.langid import get_identifier

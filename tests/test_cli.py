@@ -102,3 +102,11 @@ def test_console_script_runs():
                              "--out", "/tmp/x"], capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip().startswith("langneurons identify: error:")
+
+
+def test_param_items_parse_json_values_and_reject_malformed():
+    from langneurons.cli._common import parse_param_items
+
+    assert parse_param_items(["top-rate=0.05", "seed=3", "name=abc"]) == {"top_rate": 0.05, "seed": 3, "name": "abc"}
+    with pytest.raises(ln.LangNeuronsError, match="NAME=VALUE"):
+        parse_param_items(["nonsense"])

@@ -35,3 +35,21 @@ def parse_langs(value: str | None) -> list[str] | None:
         return None
     langs = [part.strip() for part in value.split(",") if part.strip()]
     return langs or None
+
+
+def parse_param_items(items: list[str]) -> dict:
+    """``--param NAME=VALUE`` options as a dict (values parsed as JSON when they are JSON, else strings)."""
+    import json
+
+    from langneurons.errors import LangNeuronsError
+
+    params = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise LangNeuronsError(f"--param must be NAME=VALUE, got {item!r}")
+        try:
+            params[name.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            params[name.replace("-", "_")] = value
+    return params

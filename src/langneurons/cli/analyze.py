@@ -7,7 +7,6 @@ Each writes its CSV tables, PNG figures and a ``meta.json`` (kind, provenance, t
 from __future__ import annotations
 
 import argparse
-import json
 
 
 def _add_model(parser: argparse.ArgumentParser) -> None:
@@ -111,18 +110,11 @@ def parse_ratios(value: str | None) -> list[float]:
 
 
 def parse_params(args: argparse.Namespace) -> dict:
-    from langneurons.errors import LangNeuronsError
+    from langneurons.cli._common import parse_param_items
 
     params = {name: getattr(args, name) for name in ("filter_rate", "activation_bar_ratio")
               if getattr(args, name) is not None}
-    for item in args.param:
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise LangNeuronsError(f"--param must be NAME=VALUE, got {item!r}")
-        try:
-            params[name.replace("-", "_")] = json.loads(value)
-        except json.JSONDecodeError:
-            params[name.replace("-", "_")] = value
+    params.update(parse_param_items(args.param))
     return params
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 
 def add_parser(subparsers) -> None:
@@ -30,21 +29,14 @@ def add_parser(subparsers) -> None:
 
 
 def method_params(args: argparse.Namespace) -> dict:
-    from langneurons.errors import LangNeuronsError
+    from langneurons.cli._common import parse_param_items
 
     params = {}
     for name in ("top_rate", "filter_rate", "activation_bar_ratio", "activation_threshold", "seed"):
         value = getattr(args, name)
         if value is not None:
             params[name] = value
-    for item in args.param:
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise LangNeuronsError(f"--param must be NAME=VALUE, got {item!r}")
-        try:
-            params[name.replace("-", "_")] = json.loads(value)
-        except json.JSONDecodeError:
-            params[name.replace("-", "_")] = value
+    params.update(parse_param_items(args.param))
     return params
 
 

@@ -8,6 +8,8 @@ attached to the model afterwards.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -37,14 +39,12 @@ def plain(llama_dir):
 @pytest.fixture(scope="module")
 def offloaded(llama_dir, tmp_path_factory):
     """Layer 1 offloaded to disk, the rest on the CPU: accelerate hooks move its weights in per forward."""
-    from transformers import AutoModelForCausalLM
-
     device_map = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.layers.0": "cpu",
                   "model.layers.1": "disk", "model.norm": "cpu", "lm_head": "cpu"}
-    model = AutoModelForCausalLM.from_pretrained(str(llama_dir), device_map=device_map,
-                                                 offload_folder=str(tmp_path_factory.mktemp("offload")))
-    assert model.model.layers[1].mlp.down_proj.weight.device.type == "meta"  # really offloaded
-    return ln.loading.as_loaded(model.eval(), tokenizer=ln.load_model(str(llama_dir)).tokenizer)
+    loaded = ln.load_model(str(llama_dir), device_map=device_map,
+                           offload_folder=tmp_path_factory.mktemp("offload"))
+    assert loaded.model.model.layers[1].mlp.down_proj.weight.device.type == "meta"  # really offloaded
+    return loaded
 
 
 def test_record_with_device_map_auto_equals_plain(llama_dir, corpus_dir, plain, tmp_path):
@@ -86,3 +86,24 @@ def test_perplexity_and_generation_with_an_offloaded_layer(offloaded, plain, cor
     assert generate_texts(offloaded, prompts, settings) == generate_texts(plain, prompts, settings)
     with ln.deactivate(offloaded.model, neurons, "aa"), ln.deactivate(plain.model, neurons, "aa"):
         assert generate_texts(offloaded, prompts, settings) == generate_texts(plain, prompts, settings)
+
+
+def test_generate_command_with_device_map_equals_plain(llama_dir, tmp_path, capsys):
+    outputs = []
+    for name, extra in (("plain", []), ("auto", ["--device-map", "auto", "--offload-folder", str(tmp_path / "off")])):
+        out = tmp_path / name
+        assert main(["generate", "--model", str(llama_dir), "--unconditional", "3", "--max-new-tokens", "5",
+                     "--out", str(out), "--no-progress", *extra]) == 0, capsys.readouterr().err
+        outputs.append([json.loads(line)["output"] for line in (out / "generations.jsonl").read_text().splitlines()])
+    assert outputs[0] == outputs[1] and len(outputs[0]) == 3
+
+
+def test_offload_folder_needs_a_device_map(llama_dir, tmp_path, capsys):
+    with pytest.raises(ln.LangNeuronsError, match="device map"):
+        ln.load_model(str(llama_dir), offload_folder=tmp_path / "off")
+    out = tmp_path / "out"
+    assert main(["steer", "--model", str(llama_dir), "--neurons", str(tmp_path), "--stats", str(tmp_path),
+                 "--unconditional", "2", "--offload-folder", str(tmp_path / "off"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--offload-folder needs --device-map" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()

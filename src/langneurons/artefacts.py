@@ -49,15 +49,24 @@ def environment() -> dict[str, str]:
     }
 
 
+def check_writable(directory: str | Path, marker: str = META_FILE) -> None:
+    """Raise unless ``directory`` is absent, empty or a previous result (holds ``marker``).
+
+    Commands call it before any work, so that a long run never ends in a refusal to save.
+    """
+    target = Path(directory)
+    if target.exists() and (not target.is_dir() or (not (target / marker).exists() and any(target.iterdir()))):
+        raise LangNeuronsError(f"{str(target)!r} exists and is not a langneurons output; refusing to overwrite")
+
+
 @contextmanager
 def atomic_directory(directory: str | Path, marker: str = META_FILE) -> Iterator[Path]:
     """Yield a staging directory; on success it replaces ``directory``, on error it is removed.
 
     An existing ``directory`` is replaced only if it is empty or holds ``marker`` (a previous result).
     """
+    check_writable(directory, marker)
     target = Path(directory)
-    if target.exists() and (not target.is_dir() or (not (target / marker).exists() and any(target.iterdir()))):
-        raise LangNeuronsError(f"{str(target)!r} exists and is not a langneurons output; refusing to overwrite")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
     try:

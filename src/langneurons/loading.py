@@ -73,10 +73,12 @@ def load_model(
     dtype: str | torch.dtype | None = None,
     revision: str | None = None,
     device_map: str | dict | None = None,
+    offload_folder: str | os.PathLike | None = None,
 ) -> LoadedModel:
     """Load ``AutoModelForCausalLM`` and ``AutoTokenizer`` in eval mode.
 
-    ``device_map`` (e.g. ``"auto"``) places a model larger than one device with accelerate.
+    ``device_map`` (e.g. ``"auto"``) places a model larger than one device with accelerate; with
+    ``offload_folder``, layers that fit on no device are kept on disk there and loaded per forward.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -90,6 +92,10 @@ def load_model(
         kwargs["revision"] = revision
     if device_map is not None:
         kwargs["device_map"] = device_map
+    if offload_folder is not None:
+        if device_map is None:
+            raise LangNeuronsError("an offload folder needs a device map (e.g. device_map='auto')")
+        kwargs["offload_folder"] = str(offload_folder)
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision)
         model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
@@ -108,12 +114,14 @@ def as_loaded(
     dtype: str | torch.dtype | None = None,
     revision: str | None = None,
     device_map: str | dict | None = None,
+    offload_folder: str | os.PathLike | None = None,
 ) -> LoadedModel:
     """Accept a path / hub id, an already loaded model (with ``tokenizer``) or a :class:`LoadedModel`."""
     if isinstance(model, LoadedModel):
         return model
     if isinstance(model, (str, os.PathLike)):
-        return load_model(str(model), device=device, dtype=dtype, revision=revision, device_map=device_map)
+        return load_model(str(model), device=device, dtype=dtype, revision=revision, device_map=device_map,
+                          offload_folder=offload_folder)
     if tokenizer is None:
         name = getattr(getattr(model, "config", None), "_name_or_path", None)
         if not name:

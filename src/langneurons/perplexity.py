@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,6 +114,40 @@ def load_perplexity(directory: str | Path) -> PerplexityMatrix:
     return PerplexityMatrix(conditions, languages, nll, meta.get("tokens", {}), extra)
 
 
+def random_language(random_languages: list[str], lang: str, column: int) -> str:
+    """Which language's random set the ``random`` row uses for evaluated language ``lang`` (column ``column``)."""
+    return lang if lang in random_languages else random_languages[column % len(random_languages)]
+
+
+def evaluate_conditions(
+    model: nn.Module,
+    packed: PackedCorpus,
+    conditions: list[str],
+    edit: Callable[[str, str, int], AbstractContextManager],
+    batch_size: int = 8,
+    progress: bool = True,
+) -> tuple[torch.Tensor, dict[str, int]]:
+    """Mean NLL ``float64[len(conditions), len(packed.languages)]`` and predicted tokens per language.
+
+    Row ``normal`` runs the model as it is; every other row runs inside ``edit(condition, lang, column)``,
+    a context manager that changes the forward pass reversibly (deactivated neurons, zeroed parameters).
+    """
+    nll = torch.zeros(len(conditions), len(packed.languages), dtype=torch.float64)
+    tokens: dict[str, int] = {}
+    total = sum(int(w.numel()) for w in packed.windows.values()) * len(conditions)
+    with tqdm(total=total, unit="tok", unit_scale=True, disable=not progress, dynamic_ncols=True) as bar:
+        for r, condition in enumerate(conditions):
+            for c, lang in enumerate(packed.languages):
+                bar.set_description(f"ppl {condition}->{lang}")
+                with nullcontext() if condition == "normal" else edit(condition, lang, c):
+                    total_nll, count = corpus_nll(model, packed.windows[lang], batch_size, bar)
+                nll[r, c] = total_nll / count
+                tokens[lang] = count
+    if not bool(torch.isfinite(nll).all()):
+        raise LangNeuronsError("perplexity is not finite (try --dtype float32)")
+    return nll, tokens
+
+
 def perplexity_matrix(
     model: nn.Module | LoadedModel | str,
     corpus: str | Path | PackedCorpus,
@@ -128,12 +164,15 @@ def perplexity_matrix(
     deactivate_languages: list[str] | None = None,
     progress: bool = True,
     device_map: str | dict | None = None,
+    offload_folder: str | Path | None = None,
 ) -> PerplexityMatrix:
     """Evaluate every condition on every language of ``corpus`` (Figure 2 of the LAPE paper).
 
-    ``device_map`` (e.g. ``"auto"``) places a model larger than one device with accelerate.
+    ``device_map`` (e.g. ``"auto"``) places a model larger than one device with accelerate, layers that fit
+    nowhere go to ``offload_folder``. Returns ``nll[condition, language]`` in a :class:`PerplexityMatrix`.
     """
-    loaded = as_loaded(model, tokenizer, device=device, dtype=dtype, device_map=device_map)
+    loaded = as_loaded(model, tokenizer, device=device, dtype=dtype, device_map=device_map,
+                       offload_folder=offload_folder)
     site_map = locate_site(loaded.model, neurons.site)
     neurons.check_shape(site_map.num_layers, site_map.width, what=f"model {loaded.name!r}")
     if isinstance(corpus, PackedCorpus):
@@ -145,30 +184,15 @@ def perplexity_matrix(
     for lang in rows:
         neurons.layers(lang)  # clear error for an unknown language
     random_set = random_like(neurons, seed=random_seed) if include_random else None
+
+    def edit(condition: str, lang: str, column: int) -> AbstractContextManager:
+        if condition == "random":
+            return deactivate(loaded.model, random_set, random_language(random_set.languages, lang, column),
+                              site_map=site_map)
+        return deactivate(loaded.model, neurons, condition, site_map=site_map)
+
     conditions = ["normal"] + (["random"] if include_random else []) + list(rows)
-    nll = torch.zeros(len(conditions), len(packed.languages), dtype=torch.float64)
-    tokens: dict[str, int] = {}
-    total = sum(int(w.numel()) for w in packed.windows.values()) * len(conditions)
-    with tqdm(total=total, unit="tok", unit_scale=True, disable=not progress, dynamic_ncols=True) as bar:
-        for r, condition in enumerate(conditions):
-            for c, lang in enumerate(packed.languages):
-                bar.set_description(f"ppl {condition}->{lang}")
-                if condition == "normal":
-                    edit_set, edit_lang = None, None
-                elif condition == "random":
-                    edit_set = random_set
-                    edit_lang = lang if lang in random_set.languages else random_set.languages[c % len(random_set.languages)]
-                else:
-                    edit_set, edit_lang = neurons, condition
-                if edit_set is None:
-                    total_nll, count = corpus_nll(loaded.model, packed.windows[lang], batch_size, bar)
-                else:
-                    with deactivate(loaded.model, edit_set, edit_lang, site_map=site_map):
-                        total_nll, count = corpus_nll(loaded.model, packed.windows[lang], batch_size, bar)
-                nll[r, c] = total_nll / count
-                tokens[lang] = count
-    if not bool(torch.isfinite(nll).all()):
-        raise LangNeuronsError("perplexity is not finite (try --dtype float32)")
+    nll, tokens = evaluate_conditions(loaded.model, packed, conditions, edit, batch_size, progress)
     meta = {
         **loaded.provenance(),
         "site": neurons.site,

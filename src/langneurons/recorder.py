@@ -202,6 +202,7 @@ def record(
     tokenizer: Any = None,
     revision: str | None = None,
     device_map: str | dict | None = None,
+    offload_folder: str | Path | None = None,
     shard_index: int = 0,
     num_shards: int = 1,
     reduce_dtype: str | torch.dtype = "float32",
@@ -219,7 +220,8 @@ def record(
     ``[language, layer, neuron]`` on the CPU. With ``num_shards > 1`` only every ``num_shards``-th window
     is run; shards merge by addition. ``reduce_dtype="float64"`` makes the CPU per-block sums exact to
     double precision (slower); ``reduction`` picks ``blocks`` / ``direct`` (default: blocks on the CPU,
-    direct on accelerators, see :mod:`langneurons.accumulator`).
+    direct on accelerators, see :mod:`langneurons.accumulator`). ``device_map`` / ``offload_folder`` place
+    a big model with accelerate (see :func:`langneurons.loading.load_model`).
 
     Under ``torchrun`` (``distributed_run=None`` follows the environment) this process runs its rank's
     batches and the statistics are summed over all ranks; every rank returns the total.
@@ -242,7 +244,8 @@ def record(
     if context.is_distributed and device_map is not None:
         raise LangNeuronsError("--device-map cannot be combined with data-parallel ranks (torchrun); "
                                "run one process per model copy")
-    loaded = as_loaded(model, tokenizer, device=device, dtype=dtype, revision=revision, device_map=device_map)
+    loaded = as_loaded(model, tokenizer, device=device, dtype=dtype, revision=revision, device_map=device_map,
+                       offload_folder=offload_folder)
     site_map = locate_site(loaded.model, site)
     if files is None:
         source: PackedCorpus | StreamingCorpus = corpus

@@ -22,6 +22,30 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_placement_options(parser: argparse.ArgumentParser) -> None:
+    """``--device-map`` / ``--offload-folder``: big models spread over devices (and disk) by accelerate."""
+    parser.add_argument("--device-map", default=None,
+                        help="accelerate device map for models larger than one device, e.g. auto")
+    parser.add_argument("--offload-folder", default=None, metavar="DIR",
+                        help="with --device-map: keep layers that fit on no device in DIR (loaded per forward)")
+
+
+def check_placement(args: argparse.Namespace) -> None:
+    from langneurons.errors import LangNeuronsError
+
+    if args.offload_folder is not None and args.device_map is None:
+        raise LangNeuronsError("--offload-folder needs --device-map (e.g. --device-map auto)")
+
+
+def load_model_from_args(args: argparse.Namespace):
+    """The model of ``--model`` placed by ``--device`` / ``--dtype`` / ``--device-map`` / ``--offload-folder``."""
+    check_placement(args)
+    from langneurons.loading import load_model
+
+    return load_model(args.model, device=args.device, dtype=args.dtype, revision=args.revision,
+                      device_map=args.device_map, offload_folder=args.offload_folder)
+
+
 def add_corpus_options(parser: argparse.ArgumentParser, corpus_help: str) -> None:
     parser.add_argument("--corpus", required=True, help=corpus_help)
     parser.add_argument("--langs", default=None, help="comma-separated languages (default: every {lang}.txt/.jsonl file)")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from langneurons.cli._common import add_placement_options
+
 
 def _add_model(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="Hugging Face hub id or local directory of a causal LM")
@@ -15,6 +17,7 @@ def _add_model(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda (default: cuda if available)")
     parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                         help="compute dtype (default: float32 on CPU, bfloat16 on GPU)")
+    add_placement_options(parser)
 
 
 def _add_parallel(parser: argparse.ArgumentParser) -> None:
@@ -147,9 +150,9 @@ def run_overlap(args: argparse.Namespace) -> int:
 
 def run_sweep(args: argparse.Namespace) -> int:
     from langneurons.analysis.sweep import selection_sweep
-    from langneurons.cli._common import parse_langs
+    from langneurons.artefacts import check_writable
+    from langneurons.cli._common import load_model_from_args, parse_langs
     from langneurons.errors import LangNeuronsError
-    from langneurons.loading import load_model
     from langneurons.methods import get_method
     from langneurons.stats import load_stats
 
@@ -161,7 +164,8 @@ def run_sweep(args: argparse.Namespace) -> int:
     stats = load_stats(args.stats)
     if args.language not in stats.languages:
         raise LangNeuronsError(f"statistics have no language {args.language!r} (have {', '.join(stats.languages)})")
-    loaded = load_model(args.model, device=args.device, dtype=args.dtype, revision=args.revision)
+    check_writable(args.out)
+    loaded = load_model_from_args(args)
     result = selection_sweep(loaded, args.corpus, stats, args.language, ratios, method=args.method,
                              method_params=params, langs=parse_langs(args.langs), max_tokens=args.max_tokens,
                              seq_len=args.seq_len, batch_size=args.batch_size, progress=not args.no_progress)
@@ -181,14 +185,15 @@ def _embeddings(args: argparse.Namespace, neurons=None):
         read_parallel_sentences,
         sentence_embeddings,
     )
-    from langneurons.cli._common import parse_langs
+    from langneurons.artefacts import check_writable
+    from langneurons.cli._common import load_model_from_args, parse_langs
     from langneurons.errors import LangNeuronsError
-    from langneurons.loading import load_model
     from langneurons.sites import locate_site
 
     langs = parse_langs(args.langs)
     read_parallel_sentences(args.corpus, langs, args.max_samples)  # alignment errors before loading the model
-    loaded = load_model(args.model, device=args.device, dtype=args.dtype, revision=args.revision)
+    check_writable(args.out)
+    loaded = load_model_from_args(args)
     num_layers = locate_site(loaded.model, "layer.out").num_layers
     if neurons is not None and neurons.num_layers != num_layers:
         raise LangNeuronsError(f"neuron set has {neurons.num_layers} layers but model {args.model!r} has {num_layers}")

@@ -7,80 +7,11 @@ and ``OUT/meta.json`` (model, neurons, statistics, settings, language identifier
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
-
-def add_generation_options(parser: argparse.ArgumentParser) -> None:
-    """Decoding options; the defaults are the LAPE paper's (greedy, repetition penalty 1.1)."""
-    group = parser.add_argument_group("generation (defaults: the LAPE paper's)")
-    group.add_argument("--max-new-tokens", type=int, default=256, help="tokens generated at most (default 256)")
-    group.add_argument("--batch-size", type=int, default=8, help="prompts generated together, left-padded")
-    group.add_argument("--sample", action="store_true", help="sample instead of greedy search")
-    group.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (with --sample)")
-    group.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (with --sample)")
-    group.add_argument("--seed", type=int, default=0, help="seed of the sampling (batch b uses seed + b)")
-    group.add_argument("--repetition-penalty", type=float, default=1.1, help="default 1.1 as in the paper")
-    group.add_argument("--template", default="Q: {question}\nA:", help="prompt template with {question}")
-    group.add_argument("--no-stop", action="store_true", help="do not stop at \\nQ: / \\nA:")
-    group.add_argument("--langid", default=None,
-                       help="language identifier: langdetect (default, the paper's), py3langid or lingua")
-    group.add_argument("--unconditional", type=int, default=None, metavar="N",
-                       help="instead of prompts, sample N outputs from the BOS token alone per condition")
-    group.add_argument("--limit", type=int, default=None, help="use only the first N questions of each language")
-    group.add_argument("--prompt-chars", type=int, default=None, metavar="N",
-                       help="cut every question to its first N characters (short prompts)")
-    group.add_argument("--no-progress", action="store_true", help="no progress bar")
-    judge = parser.add_argument_group("content quality judge (optional, MT-bench single-answer 1-10)")
-    judge.add_argument("--judge-url", default=None,
-                       help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 (key: $LANGNEURONS_JUDGE_KEY)")
-    judge.add_argument("--judge-model", default=None, help="model name sent to the judge endpoint")
-    judge.add_argument("--judge-timeout", type=float, default=60.0, help="seconds per request")
-    judge.add_argument("--judge-retries", type=int, default=3, help="retries per item, exponential backoff")
-
-
-def settings_from_args(args: argparse.Namespace):
-    from langneurons.generation import STOP_STRINGS, GenerationSettings
-
-    template = args.template.replace("\\n", "\n")
-    sample = bool(args.sample or args.unconditional is not None)
-    settings = GenerationSettings(
-        max_new_tokens=args.max_new_tokens, sample=sample, temperature=args.temperature, top_p=args.top_p,
-        repetition_penalty=args.repetition_penalty, stop=() if args.no_stop else STOP_STRINGS,
-        template=template, batch_size=args.batch_size, seed=args.seed,
-    )
-    return settings.validate()
-
-
-def judge_from_args(args: argparse.Namespace):
-    from langneurons.errors import LangNeuronsError
-
-    if args.judge_url is None:
-        if args.judge_model:
-            raise LangNeuronsError("--judge-model needs --judge-url")
-        return None
-    from langneurons.judge import Judge
-
-    return Judge(args.judge_url, args.judge_model, timeout=args.judge_timeout, retries=args.judge_retries)
-
-
-def check_output_dir(path: str) -> None:
-    """Fail before any work when ``--out`` could not be written (exists and is not a langneurons output)."""
-    from langneurons.errors import LangNeuronsError
-
-    target = Path(path)
-    if target.exists() and (not target.is_dir() or (not (target / "meta.json").exists() and any(target.iterdir()))):
-        raise LangNeuronsError(f"{str(target)!r} exists and is not a langneurons output; refusing to overwrite")
-
-
-def check_site(args: argparse.Namespace, neurons) -> None:
-    from langneurons.errors import LangNeuronsError
-
-    if args.site != "ffn.act" and args.site != neurons.site:
-        raise LangNeuronsError(f"--site {args.site} differs from the neuron set's site {neurons.site}")
 
 
 def add_parser(subparsers) -> None:
     from langneurons.cli._common import add_model_options
+    from langneurons.cli._generation import add_generation_options
 
     parser = subparsers.add_parser(
         "generate", help="generate answers with language neurons deactivated / activated",
@@ -105,7 +36,14 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from langneurons.cli._common import parse_langs
+    from langneurons.artefacts import check_writable
+    from langneurons.cli._common import check_placement, load_model_from_args, parse_langs
+    from langneurons.cli._generation import (
+        check_prompt_source,
+        check_site,
+        judge_from_args,
+        settings_from_args,
+    )
     from langneurons.errors import LangNeuronsError
     from langneurons.generation import Condition, read_prompts
     from langneurons.langid import get_identifier
@@ -117,14 +55,12 @@ def run(args: argparse.Namespace) -> int:
     )
 
     settings = settings_from_args(args)
-    if (args.prompts is None) == (args.unconditional is None):
-        raise LangNeuronsError("give either --prompts DIR or --unconditional N")
-    if args.unconditional is not None and args.unconditional < 1:
-        raise LangNeuronsError(f"--unconditional must be at least 1, got {args.unconditional}")
+    check_prompt_source(args)
+    check_placement(args)
     prompts = None
     if args.prompts is not None:
         prompts = read_prompts(args.prompts, parse_langs(args.langs), args.limit, args.prompt_chars)
-    check_output_dir(args.out)
+    check_writable(args.out)
     condition = Condition(deactivate=list(dict.fromkeys(args.deactivate)), activate=list(dict.fromkeys(args.activate)),
                           strength=args.strength)
     neurons = stats = None
@@ -151,9 +87,7 @@ def run(args: argparse.Namespace) -> int:
     identifier = get_identifier(args.langid)
     judge = judge_from_args(args)
 
-    from langneurons.loading import load_model
-
-    loaded = load_model(args.model, device=args.device, dtype=args.dtype, revision=args.revision)
+    loaded = load_model_from_args(args)
     if prompts is not None:
         groups = [PromptGroup(lang, lang, questions=questions) for lang, questions in prompts.items()]
         prompt_meta = {"path": str(args.prompts), "questions": {lang: len(q) for lang, q in prompts.items()}}

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from langneurons.cli._common import add_corpus_options, add_model_options, parse_langs
+from langneurons.cli._common import (
+    add_corpus_options,
+    add_model_options,
+    add_placement_options,
+    check_placement,
+    parse_langs,
+)
 
 
 def add_parser(subparsers) -> None:
@@ -19,7 +25,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random row")
     parser.add_argument("--no-random", action="store_true", help="skip the random row")
-    parser.add_argument("--device-map", default=None, help="accelerate device map, e.g. auto, for big models")
+    add_placement_options(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -28,6 +34,10 @@ def run(args: argparse.Namespace) -> int:
     from langneurons.neuronset import load_neurons
     from langneurons.perplexity import perplexity_matrix
 
+    from langneurons.artefacts import check_writable
+
+    check_placement(args)
+    check_writable(args.out)
     neurons = load_neurons(args.neurons)  # fail fast before loading the model
     if args.site != "ffn.act" and args.site != neurons.site:
         from langneurons.errors import LangNeuronsError
@@ -37,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         args.model, args.corpus, neurons, langs=parse_langs(args.langs), max_tokens=args.max_tokens,
         seq_len=args.seq_len, batch_size=args.batch_size, device=args.device, dtype=args.dtype,
         random_seed=args.seed, include_random=not args.no_random, progress=not args.no_progress,
-        device_map=args.device_map,
+        device_map=args.device_map, offload_folder=args.offload_folder,
     )
     matrix.save(args.out)
     print(format_matrix(matrix))

@@ -76,7 +76,10 @@ def run_identify(args: argparse.Namespace) -> int:
 
     from langneurons.methods.parameter_variation import identify_parameters
 
+    from langneurons.artefacts import check_writable
+
     finetuned = parse_finetuned(args.finetuned)  # fail fast, before reading any weights
+    check_writable(args.out)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         parameters = identify_parameters(args.base, finetuned, top_rate=args.top_rate, filter_rate=args.filter_rate,
@@ -97,7 +100,10 @@ def run_perplexity(args: argparse.Namespace) -> int:
     from langneurons.methods.parameter_variation import parameter_perplexity_matrix
     from langneurons.parameterset import load_parameters
 
+    from langneurons.artefacts import check_writable
+
     parameters = load_parameters(args.parameters)  # fail fast before loading the model
+    check_writable(args.out)
     matrix = parameter_perplexity_matrix(
         args.model, args.corpus, parameters, langs=parse_langs(args.langs), max_tokens=args.max_tokens,
         seq_len=args.seq_len, batch_size=args.batch_size, device=args.device, dtype=args.dtype,

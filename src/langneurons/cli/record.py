@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import argparse
 
-from langneurons.cli._common import add_corpus_options, add_model_options, parse_langs
+from langneurons.cli._common import (
+    add_corpus_options,
+    add_model_options,
+    add_placement_options,
+    check_placement,
+    parse_langs,
+)
 
 
 def add_parser(subparsers) -> None:
@@ -21,8 +27,7 @@ def add_parser(subparsers) -> None:
     add_model_options(parser)
     add_corpus_options(parser, "directory of {lang}.txt (one document per line) or {lang}.jsonl (text field)")
     parser.add_argument("--out", required=True, help="output statistics directory")
-    parser.add_argument("--device-map", default=None,
-                        help="accelerate device map for models larger than one device, e.g. auto")
+    add_placement_options(parser)
     parser.add_argument("--shard", default=None, metavar="I/N", help="record only shard I of N (merge them later)")
     parser.add_argument("--reduce-dtype", default="float32", choices=["float32", "float64"],
                         help="dtype of per-batch block sums on the CPU (float64: exact, slower); "
@@ -49,18 +54,6 @@ def parse_shard(value: str | None) -> tuple[int, int]:
     return index, count
 
 
-def check_output_dir(out: str) -> None:
-    """``out`` may be written: absent, empty, or a previous langneurons output (as ``atomic_directory`` requires)."""
-    from pathlib import Path
-
-    from langneurons.artefacts import META_FILE
-    from langneurons.errors import LangNeuronsError
-
-    target = Path(out)
-    if target.exists() and (not target.is_dir() or (not (target / META_FILE).exists() and any(target.iterdir()))):
-        raise LangNeuronsError(f"{str(target)!r} exists and is not a langneurons output; refusing to overwrite")
-
-
 def run(args: argparse.Namespace) -> int:
     import os
 
@@ -69,19 +62,22 @@ def run(args: argparse.Namespace) -> int:
     # corpus) and oversubscribe the CPUs under torchrun. Single-threaded tokenization keeps up with recording.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from langneurons import distributed
+    from langneurons.artefacts import check_writable
     from langneurons.checkpoint import CheckpointStore, default_checkpoint_dir
     from langneurons.recorder import record
 
+    check_placement(args)
     shard_index, num_shards = parse_shard(args.shard)
     checkpoint_dir = args.checkpoint_dir or (
         default_checkpoint_dir(args.out) if args.checkpoint_every is not None or args.resume else None)
-    check_output_dir(args.out)  # fail now, not after hours
+    check_writable(args.out)  # fail now, not after hours
     context, device = distributed.setup(args.device)
     try:
         stats = record(
             args.model, args.corpus, langs=parse_langs(args.langs), max_tokens=args.max_tokens,
             seq_len=args.seq_len, batch_size=args.batch_size, device=device, dtype=args.dtype, site=args.site,
-            revision=args.revision, device_map=args.device_map, reduce_dtype=args.reduce_dtype,
+            revision=args.revision, device_map=args.device_map, offload_folder=args.offload_folder,
+            reduce_dtype=args.reduce_dtype,
             shard_index=shard_index, num_shards=num_shards, progress=not args.no_progress,
             checkpoint_dir=checkpoint_dir, checkpoint_every=args.checkpoint_every, resume=args.resume,
         )

@@ -13,7 +13,7 @@ import argparse
 
 def add_parser(subparsers) -> None:
     from langneurons.cli._common import add_model_options
-    from langneurons.cli.generate import add_generation_options
+    from langneurons.cli._generation import add_generation_options
 
     parser = subparsers.add_parser(
         "steer", help="share of outputs in each language, normal vs its neurons activated",
@@ -38,9 +38,10 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from langneurons.cli._common import parse_langs
-    from langneurons.cli.generate import (
-        check_output_dir,
+    from langneurons.artefacts import check_writable
+    from langneurons.cli._common import check_placement, load_model_from_args, parse_langs
+    from langneurons.cli._generation import (
+        check_prompt_source,
         check_site,
         judge_from_args,
         settings_from_args,
@@ -53,10 +54,8 @@ def run(args: argparse.Namespace) -> int:
     from langneurons.steering import language_accuracy, steering_languages
 
     settings = settings_from_args(args)
-    if (args.prompts is None) == (args.unconditional is None):
-        raise LangNeuronsError("give either --prompts DIR or --unconditional N")
-    if args.unconditional is not None and args.unconditional < 1:
-        raise LangNeuronsError(f"--unconditional must be at least 1, got {args.unconditional}")
+    check_prompt_source(args)
+    check_placement(args)
     if args.unconditional is not None and args.prompt_language:
         raise LangNeuronsError("--prompt-language needs --prompts, not --unconditional")
     langs = parse_langs(args.langs)
@@ -68,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         elif langs:
             wanted = langs
         prompts = read_prompts(args.prompts, wanted, args.limit, args.prompt_chars)
-    check_output_dir(args.out)
+    check_writable(args.out)
     neurons = load_neurons(args.neurons)
     check_site(args, neurons)
     stats = load_stats(args.stats)
@@ -84,9 +83,7 @@ def run(args: argparse.Namespace) -> int:
     identifier = get_identifier(args.langid)
     judge = judge_from_args(args)
 
-    from langneurons.loading import load_model
-
-    loaded = load_model(args.model, device=args.device, dtype=args.dtype, revision=args.revision)
+    loaded = load_model_from_args(args)
     result = language_accuracy(
         loaded, neurons, stats, prompts=prompts, unconditional=args.unconditional,
         prompt_language=args.prompt_language, deactivate_prompt_language=args.deactivate_prompt_language,

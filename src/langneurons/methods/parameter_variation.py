@@ -34,20 +34,27 @@ same result, several passes over the weights; :mod:`langneurons.methods.streamed
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from langneurons.errors import LangNeuronsError
 from langneurons.methods.base import NeuronMethod, check_rate
-from langneurons.methods.streamed_entropy import PooledSelection, pooled_entropy_select, streamed_entropy_select
+from langneurons.methods.streamed_entropy import (
+    PooledSelection,
+    pooled_entropy_select,
+    streamed_entropy_select,
+)
 from langneurons.parameter_interventions import zero_parameters
-from langneurons.parameterset import ParameterSet, from_flat_indices, random_parameters_like
+from langneurons.parameterset import (
+    ParameterSet,
+    from_flat_indices,
+    random_parameters_like,
+)
 from langneurons.weights import as_weight_source, considered_parameters
 
 if TYPE_CHECKING:  # the perplexity modules are imported lazily (methods/ must not import perplexity.py)
@@ -221,7 +228,11 @@ def parameter_perplexity_matrix(
     """
     from langneurons.corpus import PackedCorpus, default_seq_len, load_corpus
     from langneurons.loading import as_loaded
-    from langneurons.perplexity import PerplexityMatrix, corpus_nll
+    from langneurons.perplexity import (
+        PerplexityMatrix,
+        evaluate_conditions,
+        random_language,
+    )
 
     loaded = as_loaded(model, tokenizer, device=device, dtype=dtype)
     parameter_set.check_model(loaded.model, what=f"model {loaded.name!r}")
@@ -234,28 +245,14 @@ def parameter_perplexity_matrix(
         packed = load_corpus(corpus, loaded.tokenizer, seq_len or default_seq_len(loaded.model), langs=langs,
                              max_tokens=max_tokens)
     random_set = random_parameters_like(parameter_set, seed=random_seed) if include_random else None
+
+    def edit(condition: str, lang: str, column: int):
+        if condition == "random":
+            return zero_parameters(loaded.model, random_set, random_language(random_set.languages, lang, column))
+        return zero_parameters(loaded.model, parameter_set, condition)
+
     conditions = ["normal"] + (["random"] if include_random else []) + list(rows)
-    nll = torch.zeros(len(conditions), len(packed.languages), dtype=torch.float64)
-    tokens: dict[str, int] = {}
-    total = sum(int(w.numel()) for w in packed.windows.values()) * len(conditions)
-    with tqdm(total=total, unit="tok", unit_scale=True, disable=not progress, dynamic_ncols=True) as bar:
-        for r, condition in enumerate(conditions):
-            for c, lang in enumerate(packed.languages):
-                bar.set_description(f"ppl {condition}->{lang}")
-                if condition == "normal":
-                    total_nll, count = corpus_nll(loaded.model, packed.windows[lang], batch_size, bar)
-                else:
-                    edit_set, edit_lang = parameter_set, condition
-                    if condition == "random":
-                        edit_set = random_set
-                        edit_lang = lang if lang in random_set.languages else random_set.languages[
-                            c % len(random_set.languages)]
-                    with zero_parameters(loaded.model, edit_set, edit_lang):
-                        total_nll, count = corpus_nll(loaded.model, packed.windows[lang], batch_size, bar)
-                nll[r, c] = total_nll / count
-                tokens[lang] = count
-    if not bool(torch.isfinite(nll).all()):
-        raise LangNeuronsError("perplexity is not finite (try --dtype float32)")
+    nll, tokens = evaluate_conditions(loaded.model, packed, conditions, edit, batch_size, progress)
     meta = {
         **loaded.provenance(),
         "intervention": "zero parameters",

@@ -1,0 +1,78 @@
+"""Options and checks shared by ``langneurons generate`` and ``langneurons steer``."""
+
+from __future__ import annotations
+
+import argparse
+
+from langneurons.cli._common import add_placement_options
+
+
+def add_generation_options(parser: argparse.ArgumentParser) -> None:
+    """Decoding options; the defaults are the LAPE paper's (greedy, repetition penalty 1.1)."""
+    group = parser.add_argument_group("generation (defaults: the LAPE paper's)")
+    group.add_argument("--max-new-tokens", type=int, default=256, help="tokens generated at most (default 256)")
+    group.add_argument("--batch-size", type=int, default=8, help="prompts generated together, left-padded")
+    group.add_argument("--sample", action="store_true", help="sample instead of greedy search")
+    group.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (with --sample)")
+    group.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (with --sample)")
+    group.add_argument("--seed", type=int, default=0, help="seed of the sampling (batch b uses seed + b)")
+    group.add_argument("--repetition-penalty", type=float, default=1.1, help="default 1.1 as in the paper")
+    group.add_argument("--template", default="Q: {question}\nA:", help="prompt template with {question}")
+    group.add_argument("--no-stop", action="store_true", help="do not stop at \\nQ: / \\nA:")
+    group.add_argument("--langid", default=None,
+                       help="language identifier: langdetect (default, the paper's), py3langid or lingua")
+    group.add_argument("--unconditional", type=int, default=None, metavar="N",
+                       help="instead of prompts, sample N outputs from the BOS token alone per condition")
+    group.add_argument("--limit", type=int, default=None, help="use only the first N questions of each language")
+    group.add_argument("--prompt-chars", type=int, default=None, metavar="N",
+                       help="cut every question to its first N characters (short prompts)")
+    group.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_placement_options(parser)
+    judge = parser.add_argument_group("content quality judge (optional, MT-bench single-answer 1-10)")
+    judge.add_argument("--judge-url", default=None,
+                       help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1 (key: $LANGNEURONS_JUDGE_KEY)")
+    judge.add_argument("--judge-model", default=None, help="model name sent to the judge endpoint")
+    judge.add_argument("--judge-timeout", type=float, default=60.0, help="seconds per request")
+    judge.add_argument("--judge-retries", type=int, default=3, help="retries per item, exponential backoff")
+
+
+def settings_from_args(args: argparse.Namespace):
+    from langneurons.generation import STOP_STRINGS, GenerationSettings
+
+    template = args.template.replace("\\n", "\n")
+    sample = bool(args.sample or args.unconditional is not None)
+    settings = GenerationSettings(
+        max_new_tokens=args.max_new_tokens, sample=sample, temperature=args.temperature, top_p=args.top_p,
+        repetition_penalty=args.repetition_penalty, stop=() if args.no_stop else STOP_STRINGS,
+        template=template, batch_size=args.batch_size, seed=args.seed,
+    )
+    return settings.validate()
+
+
+def judge_from_args(args: argparse.Namespace):
+    from langneurons.errors import LangNeuronsError
+
+    if args.judge_url is None:
+        if args.judge_model:
+            raise LangNeuronsError("--judge-model needs --judge-url")
+        return None
+    from langneurons.judge import Judge
+
+    return Judge(args.judge_url, args.judge_model, timeout=args.judge_timeout, retries=args.judge_retries)
+
+
+def check_site(args: argparse.Namespace, neurons) -> None:
+    from langneurons.errors import LangNeuronsError
+
+    if args.site != "ffn.act" and args.site != neurons.site:
+        raise LangNeuronsError(f"--site {args.site} differs from the neuron set's site {neurons.site}")
+
+
+def check_prompt_source(args: argparse.Namespace) -> None:
+    """Exactly one of ``--prompts DIR`` and ``--unconditional N``."""
+    from langneurons.errors import LangNeuronsError
+
+    if (args.prompts is None) == (args.unconditional is None):
+        raise LangNeuronsError("give either --prompts DIR or --unconditional N")
+    if args.unconditional is not None and args.unconditional < 1:
+        raise LangNeuronsError(f"--unconditional must be at least 1, got {args.unconditional}")

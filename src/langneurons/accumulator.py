@@ -24,7 +24,7 @@ import torch
 
 from langneurons.errors import LangNeuronsError
 from langneurons.stats.activation import ActivationStats, reduce_blocks
-from langneurons.stats.base import BatchInfo
+from langneurons.stats.base import PerLanguageBatches
 
 STRATEGIES = ("blocks", "direct")
 #: Rows reduced at once by the ``direct`` strategy (bounds the float32 temporaries).
@@ -37,7 +37,7 @@ def default_strategy(device: torch.device) -> str:
     return "blocks" if torch.device(device).type == "cpu" else "direct"
 
 
-class StatsAccumulator:
+class StatsAccumulator(PerLanguageBatches):
     """Running sums ``[language, layer, neuron]`` on ``device``; feeds from the recorder's hooks.
 
     Attributes:
@@ -63,13 +63,6 @@ class StatsAccumulator:
         self._scratch: torch.Tensor | None = None
 
     # -- SiteStatistic -------------------------------------------------------------------------
-    def begin_batch(self, batch: BatchInfo, batch_size: int, seq_len: int) -> None:
-        if batch.language not in self.languages:
-            raise LangNeuronsError(f"language {batch.language!r} is not one of {self.languages}")
-        self._current = self.languages.index(batch.language)
-        self._mask = None if batch.token_mask is None else batch.token_mask.reshape(-1)
-        self.token_count[self._current] += batch.num_tokens(batch_size, seq_len)
-
     def update(self, layer: int, activations: torch.Tensor) -> None:
         """Reduce ``activations[..., width]`` of ``layer`` on their device into the current language's sums."""
         flat = activations.reshape(-1, activations.shape[-1])

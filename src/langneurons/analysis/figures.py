@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
 from matplotlib.ticker import MaxNLocator
 
@@ -40,11 +41,18 @@ def line_plot(x: Sequence[float], series: Mapping[str, Sequence[float]], path: s
 
 def heatmap(values: torch.Tensor, rows: Sequence[str], columns: Sequence[str], path: str | Path, title: str,
             colorbar: str, xlabel: str = "", ylabel: str = "", fmt: str = "{:.2f}",
-            vmin: float | None = None, vmax: float | None = None) -> Path:
-    """``values[row, column]`` as a heatmap with each cell's number written in it (NaN cells left blank)."""
+            vmin: float | None = None, vmax: float | None = None, diverging: bool = False) -> Path:
+    """``values[row, column]`` as a heatmap with each cell's number written in it (NaN cells left blank).
+
+    ``diverging``: a red-blue scale centred on 0 (changes); otherwise viridis.
+    """
     data = values.double().numpy()
     fig, ax = plt.subplots(figsize=(1.6 + 0.7 * len(columns), 1.2 + 0.5 * len(rows)), dpi=110)
-    image = ax.imshow(data, cmap="viridis", aspect="auto", vmin=vmin, vmax=vmax)
+    if diverging:
+        finite = data[~np.isnan(data)]
+        limit = float(np.abs(finite).max()) if finite.size and np.abs(finite).max() > 0 else 1.0
+        vmin, vmax = -limit, limit
+    image = ax.imshow(data, cmap="RdBu_r" if diverging else "viridis", aspect="auto", vmin=vmin, vmax=vmax)
     low, high = image.get_clim()
     ax.set_xticks(range(len(columns)), list(columns), rotation=45 if max(map(len, columns), default=0) > 4 else 0,
                   ha="right" if max(map(len, columns), default=0) > 4 else "center")
@@ -55,7 +63,10 @@ def heatmap(values: torch.Tensor, rows: Sequence[str], columns: Sequence[str], p
     for i in range(len(rows)):
         for j in range(len(columns)):
             if not math.isnan(data[i, j]):
-                bright = high > low and (data[i, j] - low) / (high - low) > 0.6
+                if diverging:  # pale near 0, dark at both ends
+                    bright = abs(data[i, j]) < 0.6 * high
+                else:
+                    bright = high > low and (data[i, j] - low) / (high - low) > 0.6
                 ax.text(j, i, fmt.format(data[i, j]), ha="center", va="center", fontsize=7,
                         color="black" if bright else "white")
     fig.colorbar(image, ax=ax, label=colorbar)

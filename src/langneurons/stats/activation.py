@@ -14,7 +14,7 @@ import torch
 
 from langneurons.artefacts import read_artefact, write_artefact
 from langneurons.errors import LangNeuronsError
-from langneurons.stats.base import BatchInfo
+from langneurons.stats.base import BatchInfo, PerLanguageBatches
 
 KIND = "activation_stats"
 SCHEMA_VERSION = 1
@@ -23,7 +23,7 @@ REDUCE_CHUNK = 256
 _FIELDS = ("positive_count", "activation_sum", "activation_sq_sum")
 
 
-class ActivationStats:
+class ActivationStats(PerLanguageBatches):
     """Running per-language statistics, tensors ``[language, layer, neuron]``.
 
     Attributes:
@@ -94,13 +94,6 @@ class ActivationStats:
         return self
 
     # -- streaming ----------------------------------------------------------------------------
-    def begin_batch(self, batch: BatchInfo, batch_size: int, seq_len: int) -> None:
-        if batch.language not in self.languages:
-            raise LangNeuronsError(f"language {batch.language!r} is not one of {self.languages}")
-        self._current = self.languages.index(batch.language)
-        self._mask = None if batch.token_mask is None else batch.token_mask.reshape(-1)
-        self.token_count[self._current] += batch.num_tokens(batch_size, seq_len)
-
     def update(self, layer: int, activations: torch.Tensor) -> None:
         """Reduce ``activations[..., width]`` of ``layer`` into the current language's sums."""
         flat = activations.reshape(-1, activations.shape[-1])

@@ -14,6 +14,8 @@ from typing import Protocol
 
 import torch
 
+from langneurons.errors import LangNeuronsError
+
 
 @dataclass
 class BatchInfo:
@@ -41,3 +43,23 @@ class SiteStatistic(Protocol):
     def update(self, layer: int, activations: torch.Tensor) -> None: ...
 
     def end_batch(self) -> None: ...
+
+
+class PerLanguageBatches:
+    """``begin_batch`` of statistics kept per language (``languages``, ``token_count[language]``).
+
+    Selects the batch's language row (``_current``), keeps the flattened token mask (``_mask``,
+    ``bool[batch * seq]`` or ``None``) and counts the batch's tokens.
+    """
+
+    languages: list[str]
+    token_count: torch.Tensor
+    _current: int
+    _mask: torch.Tensor | None
+
+    def begin_batch(self, batch: BatchInfo, batch_size: int, seq_len: int) -> None:
+        if batch.language not in self.languages:
+            raise LangNeuronsError(f"language {batch.language!r} is not one of {self.languages}")
+        self._current = self.languages.index(batch.language)
+        self._mask = None if batch.token_mask is None else batch.token_mask.reshape(-1)
+        self.token_count[self._current] += batch.num_tokens(batch_size, seq_len)

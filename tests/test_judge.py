@@ -145,3 +145,42 @@ def test_generate_command_with_a_judge(tmp_path, llama_dir, capsys):
     assert code == 0
     records = [json.loads(line) for line in (tmp_path / "down" / "generations.jsonl").read_text().splitlines()]
     assert len(records) == 2 and all(r["judge_score"] is None and r["judge_reason"] for r in records)
+
+
+def test_a_server_that_never_answers_costs_max_timeouts_requests():
+    with socket.socket() as sock:  # accepts connections (backlog) but never reads or answers
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+        judge = Judge(url, "m", timeout=0.3, retries=3, max_consecutive_failures=3, max_timeouts=2,
+                      sleep=lambda s: None)
+        results = judge.score_many([("q", "a")] * 4)
+    assert judge.requests == 2 and judge.is_down
+    assert "no answer within 0.3 s" in results[0].reason and "judge down" in results[-1].reason
+    assert all(r.score is None for r in results)
+
+
+def test_a_timeout_followed_by_an_answer_keeps_the_judge():
+    with Server() as server:
+        judge = Judge(server.url, "m", timeout=5, retries=2, max_timeouts=2, sleep=lambda s: None)
+        calls = {"n": 0}
+        real = judge._request
+
+        def flaky(question, answer):
+            calls["n"] += 1
+            if calls["n"] % 2:  # every other request times out
+                raise TimeoutError("timed out")
+            return real(question, answer)
+
+        judge._request = lambda q, a: _wrap_timeout(flaky, q, a)
+        results = judge.score_many([("q", "a")] * 3)
+    assert [r.score for r in results] == [7.0, 7.0, 7.0] and not judge.is_down
+
+
+def _wrap_timeout(function, question, answer):
+    from langneurons.judge import _Retryable
+
+    try:
+        return function(question, answer)
+    except TimeoutError:
+        raise _Retryable("no answer", timed_out=True) from None

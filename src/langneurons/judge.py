@@ -73,31 +73,42 @@ def chat_endpoint(url: str) -> str:
 
 
 class _Retryable(Exception):
-    pass
+    def __init__(self, message: str, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    reason = getattr(exc, "reason", None)
+    return isinstance(exc, TimeoutError) or isinstance(reason, TimeoutError)
 
 
 class Judge:
     """Scores (question, answer) pairs with a chat-completions endpoint, bounded in time and requests.
 
     Each item makes at most ``1 + retries`` requests of at most ``timeout`` seconds; after
-    ``max_consecutive_failures`` items in a row without a score from the server, no more requests are made.
+    ``max_consecutive_failures`` items in a row without a score from the server, or ``max_timeouts`` requests
+    in a row that the server accepted but never answered within ``timeout``, no more requests are made
+    (so a server that hangs costs ``max_timeouts x timeout`` seconds, not every retry of several items).
     """
 
     def __init__(self, url: str, model: str, key: str | None = None, timeout: float = 60.0, retries: int = 3,
                  backoff: float = 1.0, max_consecutive_failures: int = 3, max_tokens: int = 2048,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 max_timeouts: int = 2, sleep: Callable[[float], None] = time.sleep) -> None:
         if not model:
             raise LangNeuronsError("--judge-model is required with --judge-url")
-        if timeout <= 0 or retries < 0 or max_consecutive_failures < 1:
+        if timeout <= 0 or retries < 0 or max_consecutive_failures < 1 or max_timeouts < 1:
             raise LangNeuronsError("judge timeout must be positive, retries and failures non-negative")
         self.endpoint = chat_endpoint(url)
         self.model = model
         self._key = key if key is not None else os.environ.get(KEY_ENV)
         self.timeout, self.retries, self.backoff = float(timeout), int(retries), float(backoff)
         self.max_consecutive_failures, self.max_tokens = int(max_consecutive_failures), int(max_tokens)
+        self.max_timeouts = int(max_timeouts)
         self._sleep = sleep
         self.requests = 0
         self._failures = 0
+        self._timeouts = 0
         self._down_reason: str | None = None
 
     @property
@@ -130,6 +141,8 @@ class Judge:
                 raise _Retryable(f"HTTP {exc.code}") from None
             raise ValueError(f"HTTP {exc.code} {exc.reason}") from None
         except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
+            if _is_timeout(exc):
+                raise _Retryable(f"no answer within {self.timeout:g} s", timed_out=True) from None
             raise _Retryable(f"unreachable: {getattr(exc, 'reason', exc)}") from None
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise ValueError("the response is not JSON") from None
@@ -150,11 +163,16 @@ class Judge:
                 text = self._request(question, answer)
             except _Retryable as exc:
                 last = str(exc)
+                self._timeouts = self._timeouts + 1 if exc.timed_out else 0
+                if self._timeouts >= self.max_timeouts:
+                    self._down_reason = f"judge down after {self._timeouts} requests in a row without an answer"
+                    return JudgeResult(None, f"judge request failed: {last}")
                 continue
             except ValueError as exc:
                 last = str(exc)
+                self._timeouts = 0
                 break
-            self._failures = 0
+            self._failures = self._timeouts = 0
             rating = parse_rating(text)
             return JudgeResult(rating, None if rating is not None else "no [[rating]] in the judge's answer", text)
         self._failures += 1

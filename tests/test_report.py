@@ -12,6 +12,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+import torch
 
 import langneurons as ln
 from langneurons.artefacts import sidecar, write_json
@@ -385,3 +386,37 @@ def test_report_in_headless_chromium(run_dir, tmp_path):
                       report.as_uri())
     assert shot.is_file() and shot.read_bytes().startswith(PNG), result.stderr[-2000:]
     assert "Uncaught" not in result.stderr
+
+
+def test_parameter_set_card_and_zeroing_matrix(tmp_path):
+    from langneurons.parameterset import from_flat_indices
+    from langneurons.perplexity import PerplexityMatrix
+
+    shapes = {"model.layers.0.self_attn.q_proj.weight": (4, 4), "model.layers.0.mlp.up_proj.weight": (8, 4),
+              "model.layers.1.mlp.up_proj.weight": (8, 4)}
+    # en: 2 entries in layer 0's q_proj, 2 in layer 0's up_proj, 4 in layer 1's up_proj; zh: 2 in layer 1's up_proj
+    flat = {"en": torch.tensor([0, 1, 16, 17, 48, 49, 50, 51]), "zh": torch.tensor([60, 61])}
+    run = tmp_path / "run"
+    pset = from_flat_indices(flat, shapes, method="pv", source={"base": {"path": "base/"},
+                                                                "finetuned": {"en": {"path": "ft-en/"}}})
+    assert pset.grouped_counts("en") == ({0: 4, 1: 4}, {"q_proj": 2, "up_proj": 6})
+    pset.save(run / "pv.parameters")
+    nll = torch.tensor([[1.0, 2.0], [1.0, 2.0], [1.5, 2.0], [1.0, 2.5]], dtype=torch.float64)
+    PerplexityMatrix(["normal", "random", "en", "zh"], ["en", "zh"], nll, {"en": 10, "zh": 10},
+                     {"intervention": "zero parameters", "parameter_set": {"method": "pv", "sizes": pset.sizes()}}
+                     ).save(run / "pv.ppl")
+    page = Page(build_report(run, run / "report.html").read_text(encoding="utf-8"))
+    assert not page.errors
+    matrix = next(t for t in page.tables if "matrix" in t["classes"])
+    assert [row[0][0] for row in matrix["rows"]] == ["normal", "random", "zero en's parameters",
+                                                     "zero zh's parameters"]
+
+    def find(first_header):
+        return next(t for t in page.tables if t["head"] and [c[0] for c in t["head"][0]][:2] == first_header)
+
+    sizes = find(["language", "entries"])
+    assert [[c[0] for c in row] for row in sizes["rows"]] == [["en", "8", "10.000%"], ["zh", "2", "2.500%"]]  # of 80
+    layers = find(["language", "layer 0"])
+    assert [[c[0] for c in row] for row in layers["rows"]] == [["en", "50%", "50%", "8"], ["zh", "0%", "100%", "2"]]
+    kinds = find(["language", "q_proj"])
+    assert [[c[0] for c in row] for row in kinds["rows"]] == [["en", "25%", "75%", "8"], ["zh", "0%", "100%", "2"]]

@@ -15,6 +15,7 @@ Saved as an artefact directory: ``tensors.safetensors`` with one ``int64[n]`` te
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,24 @@ class ParameterSet:
         """``{parameter name: entries of language}`` over every considered parameter (zeros included)."""
         chosen = self.indices(language)
         return {name: int(chosen[name].numel()) if name in chosen else 0 for name in self.shapes}
+
+    def grouped_counts(self, language: str) -> tuple[dict[int, int], dict[str, int]]:
+        """``language``'s entries per layer index and per matrix kind.
+
+        The layer is the first ``.N.`` component of a parameter name (``model.layers.3.mlp.up_proj.weight``
+        -> 3), the kind the module name before ``weight`` (``up_proj``); names without a number are left out
+        of the per-layer counts.
+        """
+        per_layer: dict[int, int] = {}
+        per_kind: dict[str, int] = {}
+        for name, count in self.counts(language).items():
+            match = re.search(r"\.(\d+)\.", f".{name}.")
+            if match:
+                per_layer[int(match.group(1))] = per_layer.get(int(match.group(1)), 0) + count
+            parts = name.split(".")
+            kind = parts[-2] if len(parts) >= 2 and parts[-1] in ("weight", "bias") else parts[-1]
+            per_kind[kind] = per_kind.get(kind, 0) + count
+        return dict(sorted(per_layer.items())), per_kind
 
     def mask(self, language: str, name: str) -> torch.Tensor:
         """``bool`` tensor of parameter ``name``'s shape, True at ``language``'s entries."""

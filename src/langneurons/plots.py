@@ -20,8 +20,10 @@ def perplexity_heatmap(matrix: "PerplexityMatrix", path: str | Path) -> Path:
     rows = [c for c in matrix.conditions if c != "normal"]
     index = [matrix.conditions.index(c) for c in rows]
     change = matrix.change()[index]
+    zeroing = matrix.meta.get("intervention") == "zero parameters"
     return heatmap(change, rows, matrix.languages, path, "PPL change vs normal", "PPL change",
-                   xlabel="evaluated language", ylabel="deactivated", fmt="{:+.2f}", diverging=True)
+                   xlabel="evaluated language", ylabel="parameters zeroed" if zeroing else "deactivated",
+                   fmt="{:+.2f}", diverging=True)
 
 
 def layer_distribution_plot(neurons: "NeuronSet", path: str | Path) -> Path:

@@ -111,9 +111,12 @@ def render_perplexity_matrix(artefact: Artefact) -> str:
     changed = [abs(v) for r, row in enumerate(relative or []) if matrix.conditions[r] != "normal"
                for v in row if math.isfinite(v)]
     limit = max(changed, default=0.0)
+    zeroing = matrix.meta.get("intervention") == "zero parameters"
     rows = []
     for r, condition in enumerate(matrix.conditions):
-        label = "deactivate " + condition if condition not in ("normal", "random") else condition
+        label = condition
+        if condition not in ("normal", "random"):
+            label = f"zero {condition}'s parameters" if zeroing else f"deactivate {condition}"
         cells: list[Any] = [Cell(label, sort=r)]
         for c, lang in enumerate(matrix.languages):
             value = perplexity[r][c]
@@ -137,13 +140,18 @@ def render_perplexity_matrix(artefact: Artefact) -> str:
     parts.append(details(f"mean NLL ({matrix.meta.get('nll_unit', 'nats per predicted token')})",
                          table(["condition", *matrix.languages], nll_rows)))
     parts.append(figures(artefact))
-    neurons = matrix.meta.get("neurons") if isinstance(matrix.meta.get("neurons"), dict) else {}
     random = matrix.meta.get("random") if isinstance(matrix.meta.get("random"), dict) else {}
     parts.append("<h4>Provenance</h4>")
-    parts.append(provenance(artefact, extra=[
-        ("neuron method", neurons.get("method")), ("neuron parameters", neurons.get("parameters")),
-        ("neurons per language", neurons.get("sizes")), ("random row seed", random.get("seed")),
-    ]))
+    if zeroing:
+        edited = matrix.meta.get("parameter_set") if isinstance(matrix.meta.get("parameter_set"), dict) else {}
+        extra = [("intervention", "weight entries set to 0"), ("parameter method", edited.get("method")),
+                 ("parameter-set parameters", edited.get("parameters")),
+                 ("entries per language", edited.get("sizes"))]
+    else:
+        neurons = matrix.meta.get("neurons") if isinstance(matrix.meta.get("neurons"), dict) else {}
+        extra = [("neuron method", neurons.get("method")), ("neuron parameters", neurons.get("parameters")),
+                 ("neurons per language", neurons.get("sizes"))]
+    parts.append(provenance(artefact, extra=[*extra, ("random row seed", random.get("seed"))]))
     if matrix.meta.get("corpus"):
         parts.append(_corpus_table(matrix.meta["corpus"], None, "evaluation corpus"))
     return "".join(parts)
@@ -247,3 +255,6 @@ def register_builtin_sections() -> None:
     register_section("activation_stats", render_activation_stats)
     register_section("perplexity_matrix", render_perplexity_matrix)
     register_section("neuron_set", render_neuron_set)
+    from langneurons.report.parameter_renderers import render_parameter_set
+
+    register_section("parameter_set", render_parameter_set)

@@ -24,7 +24,7 @@ Renderer = Callable[[Artefact], str]
 
 #: Where known kinds go (lower first) and their section titles; unknown kinds get ``UNKNOWN_ORDER``.
 KIND_ORDER = {
-    "activation_stats": 10, "perplexity_matrix": 20, "neuron_set": 30, "layer_distribution": 40,
+    "activation_stats": 10, "perplexity_matrix": 20, "neuron_set": 30, "parameter_set": 35, "layer_distribution": 40,
     "method_comparison": 45, "overlap": 50, "selection_sweep": 55, "ses": 60, "dominance": 65,
     "generations": 80, "language_accuracy": 85,
 }
@@ -33,6 +33,7 @@ KIND_TITLES = {
     "activation_stats": "Recorded activation statistics",
     "perplexity_matrix": "Deactivation perplexity matrix",
     "neuron_set": "Language-specific neuron sets",
+    "parameter_set": "Language-specific parameters (PV)",
     "layer_distribution": "Layer distribution",
     "method_comparison": "Method comparison",
     "overlap": "Overlap between languages",
@@ -49,6 +50,8 @@ KIND_LEADS = {
                          "relative change against the normal row; the own-language cells are outlined.",
     "neuron_set": "Which neurons each method selected per language, with its parameters, and their distribution "
                   "over layers (LAPE paper, Figure 5).",
+    "parameter_set": "Parameter variation (LAPE paper, section 3.1 d): per language, the attention and FFN weight "
+                     "entries that its fine-tuning changed least while the other languages' changed them most.",
     "layer_distribution": "Selected neurons per layer and language (LAPE paper, Figure 5, Tables 6, 8-10).",
     "overlap": "Shared neurons between languages' sets (LAPE paper, section 3.2).",
     "selection_sweep": "PPL change as the selection ratio grows (LAPE paper, Figure 4).",

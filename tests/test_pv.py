@@ -501,7 +501,14 @@ def test_toy_train_init_from_pipeline(tmp_path):
     total = result.total
     assert result.parameters["selected_before_assignment"] == round(total * 0.01)
     assert all(size > 0 for size in result.sizes().values()), result.sizes()
-    assert result.source["finetuned"]["fr"]["toy_train_args"]["init_from"] == str(base)
+    recorded = result.source["finetuned"]["fr"]["toy_train_args"]
+    assert recorded["init_from"] == str(base) and recorded["architecture_from"] == str(base)
+    base_args = json.loads((base / "toy_train_args.json").read_text())
+    assert [recorded[k] for k in ("arch", "hidden", "layers", "heads", "intermediate")] == \
+        [base_args[k] for k in ("arch", "hidden", "layers", "heads", "intermediate")]
+    assert main(["toy", "train", "--corpus", str(tmp_path / "fr"), "--out", str(tmp_path / "long"), "--steps", "1",
+                 "--init-from", str(base), *RUN, "--seq-len", "100000"]) == 2
+    assert not (tmp_path / "long").exists()
 
 
 def test_identify_method_pv_dispatches(tmp_path):

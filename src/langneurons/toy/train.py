@@ -92,6 +92,21 @@ def _save(model, tokenizer, path: Path, dtype: str = "float32") -> None:
     tokenizer.save_pretrained(str(path))
 
 
+def check_init_from(init_from: str | Path, seq_len: int) -> None:
+    """The checkpoint to continue from exists, has a config, and its context holds ``seq_len`` tokens."""
+    from transformers import AutoConfig
+
+    if not Path(init_from).is_dir():
+        raise LangNeuronsError(f"--init-from checkpoint not found: {init_from}")
+    try:
+        config = AutoConfig.from_pretrained(str(init_from))
+    except (OSError, ValueError) as exc:
+        raise LangNeuronsError(f"--init-from {init_from}: cannot read its config ({exc})") from None
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions is not None and seq_len > positions:
+        raise LangNeuronsError(f"--seq-len {seq_len} is longer than the context of {init_from} ({positions})")
+
+
 def train_toy_model(
     corpus_dir: str | Path,
     out_dir: str | Path,
@@ -156,8 +171,8 @@ def train_toy_model(
         torch.set_num_threads(threads)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise LangNeuronsError(f"--device {device} asked but CUDA is not available")
-    if init_from is not None and not Path(init_from).is_dir():
-        raise LangNeuronsError(f"--init-from checkpoint not found: {init_from}")
+    if init_from is not None:
+        check_init_from(init_from, seq_len)
     langs = data.corpus_langs(corpus_dir, langs)
     refs = data.read_refs_file(holdout_refs) if holdout_refs else None
     out = Path(out_dir)
@@ -183,6 +198,11 @@ def train_toy_model(
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(str(init_from), dtype=torch.float32)
+        cfg = model.config
+        # the architecture is the checkpoint's: record it, not the (ignored) size options
+        args.update(arch=cfg.model_type, hidden=cfg.hidden_size, layers=cfg.num_hidden_layers,
+                    heads=cfg.num_attention_heads, intermediate=getattr(cfg, "intermediate_size", None),
+                    vocab_size=len(tokenizer), tokenizer_chars=None, architecture_from=str(init_from))
     else:
         from transformers import AutoModelForCausalLM
 

@@ -405,11 +405,14 @@ def test_parameter_set_card_and_zeroing_matrix(tmp_path):
     PerplexityMatrix(["normal", "random", "en", "zh"], ["en", "zh"], nll, {"en": 10, "zh": 10},
                      {"intervention": "zero parameters", "parameter_set": {"method": "pv", "sizes": pset.sizes()}}
                      ).save(run / "pv.ppl")
-    page = Page(build_report(run, run / "report.html").read_text(encoding="utf-8"))
+    text = build_report(run, run / "report.html").read_text(encoding="utf-8")
+    page = Page(text)
     assert not page.errors
     matrix = next(t for t in page.tables if "matrix" in t["classes"])
     assert [row[0][0] for row in matrix["rows"]] == ["normal", "random", "zero en's parameters",
                                                      "zero zh's parameters"]
+    assert "Zeroing a language&#x27;s own parameters raises its perplexity" in text  # the headline, escaped
+    assert "model: base/" in text  # the header names the parameter set's base model
 
     def find(first_header):
         return next(t for t in page.tables if t["head"] and [c[0] for c in t["head"][0]][:2] == first_header)

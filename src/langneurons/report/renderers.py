@@ -81,10 +81,12 @@ def perplexity_headline(matrix: Any) -> str:
     def pct(value: float) -> str:
         return "n/a" if math.isnan(value) else percent(value, scale)
 
-    text = (f"Deactivating a language's own neurons raises its perplexity by {pct(keys['mean_diagonal_increase'])} on "
+    zeroing = matrix.meta.get("intervention") == "zero parameters"
+    edit, unit = ("Zeroing", "parameters") if zeroing else ("Deactivating", "neurons")
+    text = (f"{edit} a language's own {unit} raises its perplexity by {pct(keys['mean_diagonal_increase'])} on "
             f"average (other languages {pct(keys['mean_off_diagonal_increase'])}")
     if not math.isnan(keys["mean_random_increase"]):
-        text += f", random neurons {pct(keys['mean_random_increase'])}"
+        text += f", random {unit} {pct(keys['mean_random_increase'])}"
     text += f"); the own language is hit hardest in {keys['row_max_on_diagonal']} of {keys['rows']} rows."
     return f'<p class="headline">{esc(text)}</p>'
 

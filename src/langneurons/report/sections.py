@@ -113,6 +113,9 @@ def model_of(meta: dict[str, Any]) -> str | None:
     for holder in (meta, meta.get("source") or {}, (meta.get("neurons") or {}).get("source") or {}):
         if isinstance(holder, dict) and holder.get("model"):
             return str(holder["model"])
+    base = (meta.get("source") or {}).get("base") if isinstance(meta.get("source"), dict) else None
+    if isinstance(base, dict) and base.get("path"):  # a parameter set: the base model it was found on
+        return str(base["path"])
     return None
 
 

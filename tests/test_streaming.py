@@ -87,3 +87,19 @@ def test_real_multilingual_text(tokenizer):
     for lang, windows in streamed(corpus).items():
         assert torch.equal(windows, packed.windows[lang])
     assert corpus.provenance() == packed.provenance()
+
+
+@pytest.mark.parametrize("max_tokens", [None, 48, 10_000_000])
+def test_expected_tokens_bounds_what_is_run(corpus_dir, tokenizer, max_tokens):
+    from langneurons.recorder import expected_tokens
+
+    packed = load_corpus(corpus_dir, tokenizer, 16, max_tokens=max_tokens)
+    ran = sum(int(w.numel()) for w in packed.windows.values())
+    assert expected_tokens(packed) == ran and expected_tokens(packed, 2) == ran // 2
+    bound = expected_tokens(open_corpus(corpus_dir, tokenizer, 16, max_tokens=max_tokens))
+    if max_tokens is None:
+        assert bound is None  # a streamed corpus without a cap: unknown until it has been read
+    else:
+        assert bound >= ran
+        if max_tokens == 48:  # every language has 3 windows of text: the bound is exact
+            assert bound == ran == len(packed.languages) * 48

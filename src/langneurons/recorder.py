@@ -93,6 +93,16 @@ class _LastLayerDone(Exception):
     """Raised by the hook of the last layer to end a forward pass whose remaining output is not needed."""
 
 
+def expected_tokens(source: PackedCorpus | StreamingCorpus, parts: int = 1) -> int | None:
+    """Tokens one of ``parts`` shards / ranks will run: exact for a packed corpus; for a streamed one an upper
+    bound from ``max_tokens`` (every language capped at ``max_tokens // seq_len`` windows), else ``None``."""
+    if isinstance(source, PackedCorpus):
+        return sum(int(w.numel()) for w in source.windows.values()) // parts
+    if source.max_tokens is None:
+        return None
+    return len(source.languages) * (source.max_tokens // source.seq_len) * source.seq_len // parts
+
+
 @torch.inference_mode()
 def run_batches(
     model: nn.Module,
@@ -148,6 +158,9 @@ def run_batches(
             if after_batch is not None:
                 after_batch(batch)
             bar.update(batch.info.num_tokens(*input_ids.shape))
+        if bar.total is not None and bar.n < bar.total:  # the total was an upper bound (a streamed corpus)
+            bar.total = bar.n
+            bar.refresh()
 
 
 def run_statistics(
@@ -292,9 +305,9 @@ def record(
     cursor = ScheduleCursor()
     planned = select_batches(batch_schedule(source, batch_size, shard_index, num_shards),
                              lambda index: distributed.owns_batch(context, index), resumed_from, cursor)
-    total = None
-    if isinstance(source, PackedCorpus):
-        total = sum(int(w.numel()) for w in source.windows.values()) // (num_shards * context.world_size)
+    total = expected_tokens(source, num_shards * context.world_size)
+    if total is not None:
+        total = max(total - position.tokens_done, 0)
     run_batches(loaded.model, site_map, (_as_batch(p) for p in planned), [accumulator], total_tokens=total,
                 progress=progress and context.is_main, after_batch=checkpointer.after_batch)
     if cursor.length is not None:

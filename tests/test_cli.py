@@ -110,3 +110,28 @@ def test_param_items_parse_json_values_and_reject_malformed():
     assert parse_param_items(["top-rate=0.05", "seed=3", "name=abc"]) == {"top_rate": 0.05, "seed": 3, "name": "abc"}
     with pytest.raises(ln.LangNeuronsError, match="NAME=VALUE"):
         parse_param_items(["nonsense"])
+
+
+def test_file_that_is_not_a_language_code_warns_on_one_line(llama_dir, corpus_dir, tmp_path, capsys):
+    import shutil
+    import warnings
+
+    from langneurons.corpus import find_corpus_files
+    from langneurons.errors import LangNeuronsWarning
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(corpus_dir, corpus)
+    (corpus / "refs.txt").write_text("GEN 1:1\nGEN 1:2\nGEN 1:3\n" * 40)
+    (corpus / "zh_hant.txt").write_text((corpus / "aa.txt").read_text())
+    with pytest.warns(LangNeuronsWarning, match=r"refs\.txt is read as language refs, which does not look like"):
+        assert list(find_corpus_files(corpus)) == ["aa", "bb", "cc", "refs", "zh_hant"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # naming the languages is silent
+        assert list(find_corpus_files(corpus, ["aa", "zh_hant"])) == ["aa", "zh_hant"]
+    assert run_cli("record", "--model", llama_dir, "--corpus", corpus, "--out", tmp_path / "stats", "--seq-len", 16,
+                   "--max-tokens", 32, "--no-progress") == 0
+    err = capsys.readouterr().err
+    warning_lines = [line for line in err.splitlines() if "warning" in line]
+    assert warning_lines == [f"langneurons record: warning: corpus {str(corpus)!r}: refs.txt is read as language "
+                             "refs, which does not look like a language code; choose the languages with --langs"]
+    assert ln.load_stats(tmp_path / "stats").languages == ["aa", "bb", "cc", "refs", "zh_hant"]

@@ -9,38 +9,59 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 
-from langneurons.errors import LangNeuronsError
+from langneurons.errors import LangNeuronsError, LangNeuronsWarning
 
 CORPUS_SUFFIXES = (".txt", ".jsonl")
 MAX_DEFAULT_SEQ_LEN = 4096
 _TOKENIZE_CHUNK = 512
 
 
-def find_corpus_files(directory: str | Path, langs: list[str] | None = None) -> dict[str, Path]:
-    """``{lang: file}`` for the corpus directory; languages from file names unless ``langs`` is given."""
+#: What a language name usually looks like: an ISO 639 code with optional script / region / variant subtags
+#: (en, yue, zh-Hans, pt_BR, eng_Latn, zh_hant). Other file names are still read, with a warning.
+LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*")
+
+
+def find_corpus_files(directory: str | Path, langs: list[str] | None = None,
+                      suffixes: tuple[str, ...] = CORPUS_SUFFIXES, kind: str = "corpus") -> dict[str, Path]:
+    """``{lang: file}`` for a directory of ``{lang}{suffix}`` files; languages from file names unless ``langs``.
+
+    ``kind`` names the directory in errors (``corpus``, ``prompt``). Discovered names that do not look like
+    language codes (:data:`LANGUAGE_TAG`, e.g. a ``refs.txt`` next to the languages) give a warning.
+    """
     root = Path(directory)
     if not root.is_dir():
-        raise LangNeuronsError(f"corpus directory {str(root)!r} does not exist")
+        raise LangNeuronsError(f"{kind} directory {str(root)!r} does not exist")
     found: dict[str, Path] = {}
     for path in sorted(root.iterdir()):
-        if path.is_file() and path.suffix in CORPUS_SUFFIXES and not path.name.startswith("."):
+        if path.is_file() and path.suffix in suffixes and not path.name.startswith("."):
             if path.stem in found:
-                raise LangNeuronsError(f"corpus {str(root)!r} has both {found[path.stem].name} and {path.name}")
+                raise LangNeuronsError(f"{kind} directory {str(root)!r} has both {found[path.stem].name} and "
+                                       f"{path.name}")
             found[path.stem] = path
     if not found:
-        raise LangNeuronsError(f"corpus directory {str(root)!r} has no {{lang}}.txt or {{lang}}.jsonl files")
+        names = " or ".join(f"{{lang}}{suffix}" for suffix in suffixes)
+        raise LangNeuronsError(f"{kind} directory {str(root)!r} has no {names} files")
     if langs is None:
+        odd = [name for name in found if not LANGUAGE_TAG.fullmatch(name)]
+        if odd:
+            plural = len(odd) > 1
+            warnings.warn(f"corpus {str(root)!r}: {', '.join(found[name].name for name in odd)} "
+                          f"{'are' if plural else 'is'} read as language{'s' if plural else ''} {', '.join(odd)}, "
+                          f"which {'do' if plural else 'does'} not look like a language code; "
+                          "choose the languages with --langs", LangNeuronsWarning, stacklevel=2)
         return found
     missing = [lang for lang in langs if lang not in found]
     if missing:
         raise LangNeuronsError(
-            f"no corpus file for language(s) {', '.join(missing)} in {str(root)!r} (found: {', '.join(found)})"
+            f"no {kind} file for language(s) {', '.join(missing)} in {str(root)!r} (found: {', '.join(found)})"
         )
     return {lang: found[lang] for lang in langs}
 

@@ -143,18 +143,9 @@ def read_prompts(directory: str | Path, langs: Sequence[str] | None = None, limi
         raise LangNeuronsError(f"--prompt-chars must be at least 1, got {max_chars}")
     if limit is not None and limit < 1:
         raise LangNeuronsError(f"--limit must be at least 1, got {limit}")
-    root = Path(directory)
-    if not root.is_dir():
-        raise LangNeuronsError(f"prompts directory {str(root)!r} does not exist")
-    files = {path.stem: path for path in sorted(root.glob("*.txt")) if path.is_file() and not path.name.startswith(".")}
-    if not files:
-        raise LangNeuronsError(f"prompts directory {str(root)!r} has no {{lang}}.txt files")
-    if langs:
-        missing = [lang for lang in langs if lang not in files]
-        if missing:
-            raise LangNeuronsError(f"no prompt file for language(s) {', '.join(missing)} in {str(root)!r} "
-                                   f"(found: {', '.join(files)})")
-        files = {lang: files[lang] for lang in langs}
+    from langneurons.corpus import find_corpus_files
+
+    files = find_corpus_files(directory, list(langs) if langs else None, suffixes=(".txt",), kind="prompt")
     prompts: dict[str, list[str]] = {}
     for lang, path in files.items():
         try:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from langneurons._version import __version__
-from langneurons.errors import LangNeuronsError
+from langneurons.errors import LangNeuronsError, LangNeuronsWarning
 
 # Subcommand modules, in the order ``--help`` lists them.
 COMMAND_MODULES = [
@@ -50,6 +51,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warnings(command: str, fallback):
+    """``warnings.showwarning`` that prints a :class:`LangNeuronsWarning` as one line on stderr."""
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, LangNeuronsWarning):
+            print(f"langneurons {command}: warning: {message}", file=sys.stderr)
+        else:
+            fallback(message, category, filename, lineno, file, line)
+
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -57,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 1
     try:
-        result = args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warnings(args.command, warnings.showwarning)
+            result = args.func(args)
     except LangNeuronsError as exc:
         print(f"langneurons {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -72,21 +72,14 @@ def parse_finetuned(items: list[str]) -> dict[str, str]:
 
 
 def run_identify(args: argparse.Namespace) -> int:
-    import warnings
-
-    from langneurons.methods.parameter_variation import identify_parameters
-
     from langneurons.artefacts import check_writable
+    from langneurons.methods.parameter_variation import identify_parameters
 
     finetuned = parse_finetuned(args.finetuned)  # fail fast, before reading any weights
     check_writable(args.out)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        parameters = identify_parameters(args.base, finetuned, top_rate=args.top_rate, filter_rate=args.filter_rate,
-                                         activation_bar_ratio=args.activation_bar_ratio, eps=args.eps,
-                                         max_values_in_memory=args.max_values_in_memory)
-    for warning in caught:
-        print(f"langneurons pv identify: warning: {warning.message}")
+    parameters = identify_parameters(args.base, finetuned, top_rate=args.top_rate, filter_rate=args.filter_rate,
+                                     activation_bar_ratio=args.activation_bar_ratio, eps=args.eps,
+                                     max_values_in_memory=args.max_values_in_memory)
     parameters.save(args.out)
     sizes = ", ".join(f"{lang} {size}" for lang, size in parameters.sizes().items())
     print(f"{parameters.parameters['selected_before_assignment']} of {parameters.total} entries selected "

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from langneurons.errors import LangNeuronsError
+from langneurons.errors import LangNeuronsError, LangNeuronsWarning
 from langneurons.methods.base import NeuronMethod, check_rate
 from langneurons.methods.streamed_entropy import (
     PooledSelection,
@@ -170,7 +170,7 @@ class ParameterVariation(NeuronMethod):
                                    "not activation statistics; use `langneurons pv identify`")
         if len(changes.languages) == 2:
             warnings.warn("parameter variation with 2 languages: every entry moved differently has entropy 0, "
-                          "so the ranking falls back to position order", stacklevel=2)
+                          "so the ranking falls back to position order", LangNeuronsWarning, stacklevel=2)
         self.changes_ = changes
         if changes.total * len(changes.languages) <= self.max_values_in_memory:
             values = torch.cat(list(changes.values(self.eps)), dim=1)

@@ -18,17 +18,9 @@ from langneurons.errors import LangNeuronsError
 
 def corpus_langs(corpus_dir: str | Path, langs: Sequence[str] | None = None) -> list[str]:
     """Languages to use: ``langs`` (checked to exist) or every ``{lang}.txt`` in the folder."""
-    corpus = Path(corpus_dir)
-    if not corpus.is_dir():
-        raise LangNeuronsError(f"corpus directory not found: {corpus}")
-    if not langs:
-        langs = sorted(p.stem for p in corpus.glob("*.txt"))
-        if not langs:
-            raise LangNeuronsError(f"no {{lang}}.txt file in corpus directory {corpus}")
-    for lang in langs:
-        if not (corpus / f"{lang}.txt").is_file():
-            raise LangNeuronsError(f"missing language file: {corpus / f'{lang}.txt'}")
-    return list(langs)
+    from langneurons.corpus import find_corpus_files
+
+    return list(find_corpus_files(corpus_dir, list(langs) if langs else None, suffixes=(".txt",)))
 
 
 def read_lines(path: Path) -> list[str]:
@@ -117,7 +109,7 @@ class WindowSampler:
         """(input_ids, attention_mask) of ``batch_size`` windows; short streams are padded."""
         import torch
 
-        rows, masks = [], []
+        rows = []
         for _ in range(batch_size):
             lang = self.langs[self.slot % len(self.langs)]
             self.slot += 1

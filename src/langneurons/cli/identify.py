@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
 def run_parameter_variation(args: argparse.Namespace) -> int:
     """``identify --method pv``: language-specific parameters from a base and per-language fine-tuned models."""
+    from langneurons.artefacts import check_writable
     from langneurons.cli.pv import parse_finetuned
     from langneurons.errors import LangNeuronsError
     from langneurons.methods.parameter_variation import identify_parameters
@@ -75,7 +76,9 @@ def run_parameter_variation(args: argparse.Namespace) -> int:
         raise LangNeuronsError("--method pv needs --base and one --finetuned LANG=PATH per language")
     if args.stats:
         raise LangNeuronsError("--method pv works on models, not on --stats")
-    parameters = identify_parameters(args.base, parse_finetuned(args.finetuned), **method_params(args))
+    finetuned = parse_finetuned(args.finetuned)
+    check_writable(args.out)
+    parameters = identify_parameters(args.base, finetuned, **method_params(args))
     parameters.save(args.out)
     print(f"wrote {args.out}: pv parameters per language: {parameters.sizes()}")
     return 0

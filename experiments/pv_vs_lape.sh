@@ -20,7 +20,9 @@ RATES=${RATES:-0.01 0.05}
 THREADS=${THREADS:-2}
 [ -d "$DATA" ] || { echo "needs $DATA (see ../shared/data/README.md)"; exit 2; }
 mkdir -p "$OUT/logs"
-tail -n 1000 "$(dirname "$DATA")/bible/refs.txt" > "$OUT/heldout_refs.txt"
+REFS=${REFS:-$(dirname "$DATA")/bible/refs.txt}   # the bundled model's held-out verses: its last 1,000 references
+[ -f "$REFS" ] || { echo "needs $REFS"; exit 2; }
+tail -n 1000 "$REFS" > "$OUT/heldout_refs.txt"
 
 # held-out verses (evaluation) and training verses (LAPE's recording corpus) as {lang}.txt folders
 python - "$DATA" "$OUT" "$LANGS" <<'PY'

@@ -7,7 +7,7 @@ import argparse
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "identify", help="select language-specific neurons (lape, lave, lap, random)",
+        "identify", help="select language-specific neurons (lape, lave, lap, random) or parameters (pv)",
         description="Fit an identification method on recorded statistics and write the neuron set.",
     )
     parser.add_argument("--stats", default=None, help="statistics directory written by `langneurons record`")

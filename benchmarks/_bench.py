@@ -31,6 +31,31 @@ def llama_shaped(hidden: int, intermediate: int, layers: int, vocab: int, heads:
     return model.eval()
 
 
+def synthetic_setup(parser, repeats: int, batch_help: str | None = None):
+    """Shared options of the synthetic-model benchmarks, parsed; returns ``(args, model, windows, site_map)``.
+
+    Options: model shape (``--hidden --intermediate --layers --vocab``), ``--seq-len --batch-size --windows
+    --repeats --threads``. The model is a random Llama of that shape; the windows random token ids.
+    """
+    from langneurons.sites import locate_site
+
+    parser.add_argument("--hidden", type=int, default=512)
+    parser.add_argument("--intermediate", type=int, default=2048)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--vocab", type=int, default=8000)
+    parser.add_argument("--seq-len", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=8, help=batch_help)
+    parser.add_argument("--windows", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = llama_shaped(args.hidden, args.intermediate, args.layers, args.vocab)
+    windows = random_windows(args.vocab, args.windows, args.seq_len)
+    return args, model, windows, locate_site(model, "ffn.act")
+
+
 def random_windows(vocab: int, count: int, seq_len: int, seed: int = 0) -> torch.Tensor:
     """``long[count, seq_len]`` token ids (token ids 0-2 are special in our configs)."""
     return torch.randint(3, vocab, (count, seq_len), generator=torch.Generator().manual_seed(seed))

@@ -15,29 +15,13 @@ from __future__ import annotations
 import argparse
 
 import torch
-from _bench import interleaved, llama_shaped, plain_forward, random_windows, recording_pass, summary
+from _bench import interleaved, plain_forward, recording_pass, summary, synthetic_setup
 
-from langneurons.sites import locate_site
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--hidden", type=int, default=512)
-    parser.add_argument("--intermediate", type=int, default=2048)
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--vocab", type=int, default=8000)
-    parser.add_argument("--seq-len", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--windows", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=None)
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
-    model = llama_shaped(args.hidden, args.intermediate, args.layers, args.vocab)
-    windows = random_windows(args.vocab, args.windows, args.seq_len)
-    site_map = locate_site(model, "ffn.act")
+    args, model, windows, site_map = synthetic_setup(parser, repeats=7)
     runs = {
         "forward": lambda: plain_forward(model, windows, args.batch_size),
         "body": lambda: plain_forward(model, windows, args.batch_size, body_only=True),

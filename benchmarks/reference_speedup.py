@@ -16,9 +16,8 @@ from __future__ import annotations
 import argparse
 
 import torch
-from _bench import interleaved, llama_shaped, random_windows, recording_pass, summary
+from _bench import interleaved, recording_pass, summary, synthetic_setup
 
-from langneurons.sites import locate_site
 
 
 @torch.inference_mode()
@@ -48,22 +47,7 @@ def reference_pass(model: torch.nn.Module, site_map, windows: torch.Tensor) -> l
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--hidden", type=int, default=512)
-    parser.add_argument("--intermediate", type=int, default=2048)
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--vocab", type=int, default=8000)
-    parser.add_argument("--seq-len", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=8, help="langneurons' batch size (the reference uses 1)")
-    parser.add_argument("--windows", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=None)
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
-    model = llama_shaped(args.hidden, args.intermediate, args.layers, args.vocab)
-    windows = random_windows(args.vocab, args.windows, args.seq_len)
-    site_map = locate_site(model, "ffn.act")
+    args, model, windows, site_map = synthetic_setup(parser, repeats=5, batch_help="langneurons' batch size (the reference uses 1)")
 
     ours = recording_pass(model, site_map, windows, args.batch_size)
     theirs = reference_pass(model, site_map, windows)

@@ -123,7 +123,8 @@ def test_file_that_is_not_a_language_code_warns_on_one_line(llama_dir, corpus_di
     shutil.copytree(corpus_dir, corpus)
     (corpus / "refs.txt").write_text("GEN 1:1\nGEN 1:2\nGEN 1:3\n" * 40)
     (corpus / "zh_hant.txt").write_text((corpus / "aa.txt").read_text())
-    with pytest.warns(LangNeuronsWarning, match=r"refs\.txt is read as language refs, which does not look like"):
+    with pytest.warns(LangNeuronsWarning, match=r"corpus directory .*: refs\.txt is read as language refs, "
+                                                r"which does not look like"):
         assert list(find_corpus_files(corpus)) == ["aa", "bb", "cc", "refs", "zh_hant"]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # naming the languages is silent
@@ -132,6 +133,6 @@ def test_file_that_is_not_a_language_code_warns_on_one_line(llama_dir, corpus_di
                    "--max-tokens", 32, "--no-progress") == 0
     err = capsys.readouterr().err
     warning_lines = [line for line in err.splitlines() if "warning" in line]
-    assert warning_lines == [f"langneurons record: warning: corpus {str(corpus)!r}: refs.txt is read as language "
-                             "refs, which does not look like a language code; choose the languages with --langs"]
+    assert warning_lines == [f"langneurons record: warning: corpus directory {str(corpus)!r}: refs.txt is read "
+                             "as language refs, which does not look like a language code; choose the languages with --langs"]
     assert ln.load_stats(tmp_path / "stats").languages == ["aa", "bb", "cc", "refs", "zh_hant"]

@@ -53,7 +53,7 @@ def find_corpus_files(directory: str | Path, langs: list[str] | None = None,
         odd = [name for name in found if not LANGUAGE_TAG.fullmatch(name)]
         if odd:
             plural = len(odd) > 1
-            warnings.warn(f"corpus {str(root)!r}: {', '.join(found[name].name for name in odd)} "
+            warnings.warn(f"{kind} directory {str(root)!r}: {', '.join(found[name].name for name in odd)} "
                           f"{'are' if plural else 'is'} read as language{'s' if plural else ''} {', '.join(odd)}, "
                           f"which {'do' if plural else 'does'} not look like a language code; "
                           "choose the languages with --langs", LangNeuronsWarning, stacklevel=2)

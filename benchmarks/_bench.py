@@ -12,9 +12,9 @@ from typing import Callable
 
 import torch
 
-from langneurons.accumulator import StatsAccumulator
-from langneurons.recorder import model_body, run_batches, window_batches
-from langneurons.sites import SiteMap
+from langneurons.recording.accumulator import StatsAccumulator
+from langneurons.recording.recorder import model_body, run_batches, window_batches
+from langneurons.model.sites import SiteMap
 
 
 def llama_shaped(hidden: int, intermediate: int, layers: int, vocab: int, heads: int = 8,
@@ -37,7 +37,7 @@ def synthetic_setup(parser, repeats: int, batch_help: str | None = None):
     Options: model shape (``--hidden --intermediate --layers --vocab``), ``--seq-len --batch-size --windows
     --repeats --threads``. The model is a random Llama of that shape; the windows random token ids.
     """
-    from langneurons.sites import locate_site
+    from langneurons.model.sites import locate_site
 
     parser.add_argument("--hidden", type=int, default=512)
     parser.add_argument("--intermediate", type=int, default=2048)

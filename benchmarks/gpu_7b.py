@@ -25,7 +25,7 @@ import torch
 from _bench import interleaved, llama_shaped, plain_forward, random_windows, recording_pass, summary
 from reference_speedup import reference_pass
 
-from langneurons.sites import locate_site
+from langneurons.model.sites import locate_site
 
 SHAPES = {
     "7b": dict(hidden=4096, intermediate=11008, layers=32, heads=32, vocab=32000),

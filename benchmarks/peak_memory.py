@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 
 import langneurons as ln
-from langneurons.corpus import load_corpus
-from langneurons.testing import tiny_model, train_byte_tokenizer
+from langneurons.data.corpus import load_corpus
+from langneurons.testbed.tiny import tiny_model, train_byte_tokenizer
 
 ALPHABETS = {"aa": "abcdefghijklmnopqrstuvwxyz", "bb": "абвгдежзийклмнопрстуфхцчшщыэюя"}
 

@@ -28,7 +28,7 @@ tail -n 1000 "$REFS" > "$OUT/heldout_refs.txt"
 python - "$DATA" "$OUT" "$LANGS" <<'PY'
 import sys
 from pathlib import Path
-from langneurons.toy.data import read_refs_file, split_language
+from langneurons.testbed.data import read_refs_file, split_language
 data, out, langs = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3].split(",")
 refs = read_refs_file(out / "heldout_refs.txt")
 for part in ("train", "heldout"):

@@ -11,8 +11,8 @@ from collections import Counter
 from pathlib import Path
 
 from langneurons.cli.perplexity import format_matrix
-from langneurons.parameterset import load_parameters
-from langneurons.perplexity import load_perplexity, summary
+from langneurons.sets.parameterset import load_parameters
+from langneurons.evaluation.perplexity import load_perplexity, summary
 
 
 def matrix_summary(out: Path) -> None:

@@ -42,7 +42,7 @@ def valid_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tokenizer_dir(tmp_path_factory, corpus_dir) -> Path:
-    from langneurons.testing import train_byte_tokenizer
+    from langneurons.testbed.tiny import train_byte_tokenizer
 
     out = tmp_path_factory.mktemp("tokenizer")
     texts = [line for path in sorted(corpus_dir.iterdir()) for line in path.read_text().splitlines()]
@@ -62,7 +62,7 @@ def llama_dir(tmp_path_factory, tokenizer_dir) -> Path:
     """A tiny random Llama saved with its tokenizer, loadable by path."""
     from transformers import AutoTokenizer
 
-    from langneurons.testing import tiny_model
+    from langneurons.testbed.tiny import tiny_model
 
     out = tmp_path_factory.mktemp("tiny-llama")
     model = tiny_model("llama", vocab_size=300)

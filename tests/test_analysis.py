@@ -25,8 +25,8 @@ from langneurons.analysis import (
     sentence_similarity,
 )
 from langneurons.cli.main import main
-from langneurons.corpus import load_corpus
-from langneurons.testing import tiny_model
+from langneurons.data.corpus import load_corpus
+from langneurons.testbed.tiny import tiny_model
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

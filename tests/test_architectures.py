@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 import langneurons as ln
-from langneurons.architectures import architecture_table, resolve_architecture
-from langneurons.sites import locate_site
-from langneurons.testing import TINY_CONFIGS, tiny_model
+from langneurons.model.architectures import architecture_table, resolve_architecture
+from langneurons.model.sites import locate_site
+from langneurons.testbed.tiny import TINY_CONFIGS, tiny_model
 
 
 def test_every_tested_family_is_registered():

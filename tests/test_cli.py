@@ -116,7 +116,7 @@ def test_file_that_is_not_a_language_code_warns_on_one_line(llama_dir, corpus_di
     import shutil
     import warnings
 
-    from langneurons.corpus import find_corpus_files
+    from langneurons.data.corpus import find_corpus_files
     from langneurons.errors import LangNeuronsWarning
 
     corpus = tmp_path / "corpus"

@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from langneurons.demo import bundled_model_path, demo_corpus_path, run_demo
+from langneurons.testbed.demo import bundled_model_path, demo_corpus_path, run_demo
 
 
 def test_bundled_model_loads_through_transformers():
@@ -31,7 +31,7 @@ def test_bundled_model_loads_through_transformers():
 
 
 def test_demo_corpus_is_aligned():
-    from langneurons.corpus import load_parallel
+    from langneurons.data.corpus import load_parallel
 
     for part, lines in (("train", 160), ("valid", 60)):
         texts = load_parallel(demo_corpus_path(part))

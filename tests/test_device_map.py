@@ -15,8 +15,8 @@ import torch
 
 import langneurons as ln
 from langneurons.cli.main import main
-from langneurons.generation import GenerationSettings, generate_texts
-from langneurons.recorder import execution_device, offloads_weights
+from langneurons.evaluation.generation import GenerationSettings, generate_texts
+from langneurons.recording.recorder import execution_device, offloads_weights
 
 pytest.importorskip("accelerate")
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import langneurons as ln
-from langneurons.distributed import DistributedContext, owns_batch, setup
+from langneurons.recording.distributed import DistributedContext, owns_batch, setup
 
 RECORD = ["--seq-len", "16", "--max-tokens", "176", "--batch-size", "2", "--no-progress"]
 

@@ -11,7 +11,7 @@ import torch
 
 import langneurons as ln
 from langneurons.cli.main import main
-from langneurons.generation import (
+from langneurons.evaluation.generation import (
     Condition,
     GenerationSettings,
     _repetition_penalty,
@@ -24,8 +24,8 @@ from langneurons.generation import (
     left_padded,
     read_prompts,
 )
-from langneurons.sites import locate_site, site_hooks
-from langneurons.testing import tiny_model
+from langneurons.model.sites import locate_site, site_hooks
+from langneurons.testbed.tiny import tiny_model
 
 PROMPTS = ["abc def", "абв где жзи ик", "αβ", "ghij abcd efg hij abc"]
 

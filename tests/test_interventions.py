@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import langneurons as ln
-from langneurons.sites import locate_site, site_hooks
-from langneurons.testing import TINY_CONFIGS, tiny_model
+from langneurons.model.sites import locate_site, site_hooks
+from langneurons.testbed.tiny import TINY_CONFIGS, tiny_model
 
 
 def capture(model, site, ids):

@@ -12,7 +12,7 @@ import pytest
 
 import langneurons as ln
 from langneurons.cli.main import main
-from langneurons.judge import (
+from langneurons.evaluation.judge import (
     KEY_ENV,
     PROMPT_TEMPLATE,
     Judge,
@@ -178,7 +178,7 @@ def test_a_timeout_followed_by_an_answer_keeps_the_judge():
 
 
 def _wrap_timeout(function, question, answer):
-    from langneurons.judge import _Retryable
+    from langneurons.evaluation.judge import _Retryable
 
     try:
         return function(question, answer)

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 
 import langneurons as ln
-from langneurons.corpus import load_corpus
-from langneurons.perplexity import summary
-from langneurons.testing import tiny_model
+from langneurons.data.corpus import load_corpus
+from langneurons.evaluation.perplexity import summary
+from langneurons.testbed.tiny import tiny_model
 
 
 def test_matrix_layout_and_normal_row(valid_dir, tokenizer, tmp_path):

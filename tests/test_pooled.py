@@ -6,11 +6,11 @@ import pytest
 import torch
 
 import langneurons as ln
-from langneurons.corpus import load_parallel
-from langneurons.parallel import record_pooled
-from langneurons.sites import locate_site, site_hooks
+from langneurons.data.corpus import load_parallel
+from langneurons.recording.pooled import record_pooled
+from langneurons.model.sites import locate_site, site_hooks
 from langneurons.stats.pooled import load_pooled
-from langneurons.testing import tiny_model
+from langneurons.testbed.tiny import tiny_model
 
 
 @pytest.fixture

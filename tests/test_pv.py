@@ -29,17 +29,17 @@ from langneurons.methods.streamed_entropy import (  # noqa: E402
     streamed_entropy_select,
     streamed_kth_values,
 )
-from langneurons.parameter_interventions import zero_parameters  # noqa: E402
-from langneurons.parameterset import (  # noqa: E402
+from langneurons.interventions.parameters import zero_parameters  # noqa: E402
+from langneurons.sets.parameterset import (  # noqa: E402
     ParameterSet,
     draw_without_replacement,
     from_flat_indices,
     load_parameters,
     random_parameters_like,
 )
-from langneurons.perplexity import corpus_nll, load_perplexity  # noqa: E402
-from langneurons.testing import TINY_CONFIGS, tiny_model  # noqa: E402
-from langneurons.weights import considered_parameters  # noqa: E402
+from langneurons.evaluation.perplexity import corpus_nll, load_perplexity  # noqa: E402
+from langneurons.testbed.tiny import TINY_CONFIGS, tiny_model  # noqa: E402
+from langneurons.model.weights import considered_parameters  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -212,7 +212,7 @@ def test_parameter_set_roundtrip_and_checks(tmp_path):
     with pytest.raises(LangNeuronsError, match="corrupt"):
         load_parameters(tmp_path / "set")
     with pytest.raises(LangNeuronsError, match="neuron_set"):
-        from langneurons.neuronset import NeuronSet
+        from langneurons.sets.neuronset import NeuronSet
 
         NeuronSet({"en": [torch.tensor([1])]}, 1, 4).save(tmp_path / "neurons")
         load_parameters(tmp_path / "neurons")
@@ -434,7 +434,7 @@ def test_three_languages_end_to_end_cli_and_perplexity(tmp_path, llama_dir, vali
     # brute force: one cell recomputed on a copy with bb's entries zeroed in place
     from transformers import AutoTokenizer
 
-    from langneurons.corpus import load_corpus
+    from langneurons.data.corpus import load_corpus
 
     tokenizer = AutoTokenizer.from_pretrained(str(llama_dir))
     packed = load_corpus(valid_dir, tokenizer, 32, max_tokens=64)

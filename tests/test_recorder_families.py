@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import langneurons as ln
-from langneurons.corpus import load_corpus
-from langneurons.sites import locate_site
-from langneurons.testing import TINY_CONFIGS, tiny_model
+from langneurons.data.corpus import load_corpus
+from langneurons.model.sites import locate_site
+from langneurons.testbed.tiny import TINY_CONFIGS, tiny_model
 
 
 def brute_force(model, site_map, windows: dict[str, torch.Tensor]):

@@ -6,12 +6,12 @@ import pytest
 import torch
 
 import langneurons as ln
-from langneurons.accumulator import StatsAccumulator
-from langneurons.corpus import load_corpus
-from langneurons.recorder import run_statistics
-from langneurons.sites import locate_site
+from langneurons.recording.accumulator import StatsAccumulator
+from langneurons.data.corpus import load_corpus
+from langneurons.recording.recorder import run_statistics
+from langneurons.model.sites import locate_site
 from langneurons.stats.base import BatchInfo
-from langneurons.testing import tiny_model
+from langneurons.testbed.tiny import tiny_model
 
 
 def brute(values: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -29,7 +29,7 @@ def test_forward_stops_after_the_last_hooked_layer(corpus_dir, tokenizer, stop_e
         lambda *a: calls.__setitem__("down_last", calls["down_last"] + 1))
     packed = load_corpus(corpus_dir, tokenizer, seq_len=16, max_tokens=32)
     stats = StatsAccumulator(packed.languages, site_map.num_layers, site_map.width)
-    import langneurons.recorder as recorder
+    import langneurons.recording.recorder as recorder
 
     original = recorder.run_batches
     monkeypatch.setattr(recorder, "run_batches",
@@ -59,7 +59,7 @@ def test_recording_keeps_sdpa(corpus_dir, tokenizer, monkeypatch):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("strategy", ["blocks", "direct"])
 def test_reductions_equal_brute_force(strategy, dtype, monkeypatch):
-    import langneurons.accumulator as accumulator
+    import langneurons.recording.accumulator as accumulator
 
     monkeypatch.setattr(accumulator, "DIRECT_CHUNK_ROWS", 7)  # several chunks in a small batch
     generator = torch.Generator().manual_seed(0)

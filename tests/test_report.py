@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import langneurons as ln
-from langneurons.artefacts import sidecar, write_json
+from langneurons.sets.artefacts import sidecar, write_json
 from langneurons.errors import LangNeuronsError
 from langneurons.report import build_report, discover_run, sections
 from langneurons.report.html import diverging_style, sequential_style
@@ -389,8 +389,8 @@ def test_report_in_headless_chromium(run_dir, tmp_path):
 
 
 def test_parameter_set_card_and_zeroing_matrix(tmp_path):
-    from langneurons.parameterset import from_flat_indices
-    from langneurons.perplexity import PerplexityMatrix
+    from langneurons.sets.parameterset import from_flat_indices
+    from langneurons.evaluation.perplexity import PerplexityMatrix
 
     shapes = {"model.layers.0.self_attn.q_proj.weight": (4, 4), "model.layers.0.mlp.up_proj.weight": (8, 4),
               "model.layers.1.mlp.up_proj.weight": (8, 4)}

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import langneurons as ln
-from langneurons.checkpoint import CheckpointStore
+from langneurons.recording.checkpoint import CheckpointStore
 from langneurons.cli.main import main
 
 FIELDS = ("positive_count", "activation_sum", "activation_sq_sum", "token_count")
@@ -27,7 +27,7 @@ CLI_PARAMS = ["--seq-len", "16", "--max-tokens", "160", "--batch-size", "1", "--
 # statistics already added, its checkpoint not yet written), so that the kill always lands mid-run.
 CHILD = """
 import sys, time
-from langneurons.accumulator import StatsAccumulator
+from langneurons.recording.accumulator import StatsAccumulator
 end_batch, calls = StatsAccumulator.end_batch, [0]
 def slow_end_batch(self):
     end_batch(self)

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import langneurons as ln
-from langneurons.corpus import load_corpus
-from langneurons.testing import tiny_model
+from langneurons.data.corpus import load_corpus
+from langneurons.testbed.tiny import tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -13,17 +13,17 @@ import torch
 
 import langneurons as ln
 from langneurons.cli.main import main
-from langneurons.generation import Condition, GenerationSettings, generate_texts
-from langneurons.langid import (
+from langneurons.evaluation.generation import Condition, GenerationSettings, generate_texts
+from langneurons.evaluation.langid import (
     LanguageIdentifier,
     compare_identifiers,
     get_identifier,
     held_out_sample,
     normalize_code,
 )
-from langneurons.sites import locate_site
-from langneurons.steering import language_accuracy, load_language_accuracy
-from langneurons.testing import tiny_model
+from langneurons.model.sites import locate_site
+from langneurons.evaluation.steering import language_accuracy, load_language_accuracy
+from langneurons.testbed.tiny import tiny_model
 
 BIBLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bible"
 QUESTIONS = {"aa": ["abc def", "ghij abc", "hij"], "bb": ["абв где", "жзи"], "cc": ["αβγ δεζ"]}
@@ -41,7 +41,7 @@ def setup(tokenizer, corpus_dir):
     site_map = locate_site(model)
     sets = {lang: [torch.arange(s, s + 12), torch.arange(s, s + 12)] for lang, s in (("aa", 0), ("bb", 20), ("cc", 40))}
     neurons = ln.NeuronSet(sets, site_map.num_layers, site_map.width, method="hand")
-    loaded = ln.loading.as_loaded(model, tokenizer)
+    loaded = ln.model.loading.as_loaded(model, tokenizer)
     return loaded, neurons, stats
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from langneurons.corpus import load_corpus, read_documents
+from langneurons.data.corpus import load_corpus, read_documents
 from langneurons.errors import LangNeuronsError
-from langneurons.schedule import batch_schedule
-from langneurons.streaming import iter_documents, open_corpus, scan_file
+from langneurons.recording.schedule import batch_schedule
+from langneurons.data.streaming import iter_documents, open_corpus, scan_file
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -33,7 +33,7 @@ def test_streamed_windows_equal_packed(corpus_dir, tokenizer, seq_len, max_token
 
 def test_chunk_boundaries_and_odd_line_breaks(tmp_path, tokenizer, monkeypatch):
     """More documents than one tokenizer chunk, CRLF, lone CR, blank lines, jsonl: same as read_documents."""
-    import langneurons.streaming as streaming
+    import langneurons.data.streaming as streaming
 
     monkeypatch.setattr(streaming, "TOKENIZE_CHUNK", 3)  # many chunk boundaries inside the small file
     lines = [f"doc {i} abc" + ("\r\n" if i % 3 == 0 else "\n") for i in range(20)]
@@ -91,7 +91,7 @@ def test_real_multilingual_text(tokenizer):
 
 @pytest.mark.parametrize("max_tokens", [None, 48, 10_000_000])
 def test_expected_tokens_bounds_what_is_run(corpus_dir, tokenizer, max_tokens):
-    from langneurons.recorder import expected_tokens
+    from langneurons.recording.recorder import expected_tokens
 
     packed = load_corpus(corpus_dir, tokenizer, 16, max_tokens=max_tokens)
     ran = sum(int(w.numel()) for w in packed.windows.values())

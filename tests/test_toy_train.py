@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from langneurons.errors import LangNeuronsError  # noqa: E402
-from langneurons.toy import train_toy_model  # noqa: E402
+from langneurons.testbed import train_toy_model  # noqa: E402
 
 WORDS = {
     "en": "the lord said unto his people and they went into the city of god with joy".split(),

@@ -1,9 +1,13 @@
 """langneurons: find, measure and steer the language-specific neurons of causal language models.
 
-The pipeline, each arrow a function here and a ``langneurons`` subcommand::
+The pipeline, each arrow a function here and a ``langneurons`` subcommand, and each stage a sub-package::
+
+    model -> data -> recording -> stats -> methods -> sets -> interventions -> evaluation -> analysis -> report
 
     record -> ActivationStats -> identify -> NeuronSet -> deactivate / activate -> perplexity_matrix
 """
+
+import importlib as _importlib
 
 from langneurons._version import __version__
 from langneurons.analysis import (
@@ -15,22 +19,22 @@ from langneurons.analysis import (
     sentence_embeddings,
     sentence_similarity,
 )
-from langneurons.architectures import ArchitectureSpec, register_architecture, registered_model_types
+from langneurons.model.architectures import ArchitectureSpec, register_architecture, registered_model_types
 from langneurons.errors import LangNeuronsError
-from langneurons.generation import Condition, GenerationSettings, generate_texts, generate_unconditional, read_prompts
-from langneurons.interventions import Activate, Deactivate, activate, deactivate, intervene
-from langneurons.loading import load_model
+from langneurons.evaluation.generation import Condition, GenerationSettings, generate_texts, generate_unconditional, read_prompts
+from langneurons.interventions.neurons import Activate, Deactivate, activate, deactivate, intervene
+from langneurons.model.loading import load_model
 from langneurons.methods import available_methods, get_method, identify, random_like
 from langneurons.methods.parameter_variation import identify_parameters, parameter_perplexity_matrix
-from langneurons.parameter_interventions import zero_parameters
-from langneurons.parameterset import ParameterSet, load_parameters, random_parameters_like
-from langneurons.neuronset import NeuronSet, load_neurons, load_reference_masks, save_reference_masks
-from langneurons.perplexity import PerplexityMatrix, load_perplexity, perplexity_matrix
-from langneurons.langid import detect_language, get_identifier
-from langneurons.recorder import record
-from langneurons.steering import LanguageAccuracy, language_accuracy, load_language_accuracy
+from langneurons.interventions.parameters import zero_parameters
+from langneurons.sets.parameterset import ParameterSet, load_parameters, random_parameters_like
+from langneurons.sets.neuronset import NeuronSet, load_neurons, load_reference_masks, save_reference_masks
+from langneurons.evaluation.perplexity import PerplexityMatrix, load_perplexity, perplexity_matrix
+from langneurons.evaluation.langid import detect_language, get_identifier
+from langneurons.recording.recorder import record
+from langneurons.evaluation.steering import LanguageAccuracy, language_accuracy, load_language_accuracy
 from langneurons.report import build_report
-from langneurons.sites import locate_site
+from langneurons.model.sites import locate_site
 from langneurons.stats import ActivationStats, load_stats
 
 __all__ = [
@@ -45,3 +49,23 @@ __all__ = [
     "locate_site", "perplexity_matrix", "random_like", "record", "register_architecture",
     "registered_model_types", "save_reference_masks",
 ]
+
+#: Modules of the flat layout before 0.2 -> where they live now (``ln.perplexity`` still resolves, lazily).
+_MOVED_MODULES = {
+    "loading": "model.loading", "architectures": "model.architectures", "sites": "model.sites",
+    "weights": "model.weights", "corpus": "data.corpus", "streaming": "data.streaming", "parallel": "recording.pooled",
+    "recorder": "recording.recorder", "schedule": "recording.schedule", "accumulator": "recording.accumulator",
+    "checkpoint": "recording.checkpoint", "distributed": "recording.distributed", "artefacts": "sets.artefacts",
+    "neuronset": "sets.neuronset", "parameterset": "sets.parameterset",
+    "parameter_interventions": "interventions.parameters", "perplexity": "evaluation.perplexity",
+    "generation": "evaluation.generation", "steering": "evaluation.steering", "langid": "evaluation.langid",
+    "judge": "evaluation.judge", "plots": "analysis.plots", "demo": "testbed.demo", "testing": "testbed.tiny",
+    "toy": "testbed",
+}
+
+
+def __getattr__(name: str):
+    """Old module names (``ln.perplexity``, ``ln.loading``, ...) resolve to their new place."""
+    if name in _MOVED_MODULES:
+        return _importlib.import_module(f"langneurons.{_MOVED_MODULES[name]}")
+    raise AttributeError(f"module 'langneurons' has no attribute {name!r}")

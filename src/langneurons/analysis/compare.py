@@ -22,7 +22,7 @@ from langneurons.analysis.output import (
     neuron_set_provenance,
 )
 from langneurons.errors import LangNeuronsError
-from langneurons.neuronset import NeuronSet
+from langneurons.sets.neuronset import NeuronSet
 
 KIND = "method_comparison"
 ALL = "all"

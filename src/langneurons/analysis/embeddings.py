@@ -31,10 +31,10 @@ from langneurons.analysis.output import (
     neuron_set_provenance,
     pair_names,
 )
-from langneurons.corpus import file_sha256, find_corpus_files, load_parallel
+from langneurons.data.corpus import file_sha256, find_corpus_files, load_parallel
 from langneurons.errors import LangNeuronsError
-from langneurons.loading import LoadedModel, as_loaded
-from langneurons.neuronset import NeuronSet
+from langneurons.model.loading import LoadedModel, as_loaded
+from langneurons.sets.neuronset import NeuronSet
 from langneurons.stats.pooled import PooledVectors
 
 SES_KIND, DOMINANCE_KIND = "ses", "dominance"
@@ -271,7 +271,7 @@ def sentence_embeddings(
     progress: bool = True,
 ) -> PooledVectors:
     """Mean-pooled hidden states ``[K, S, L, D]`` of every decoder layer on an aligned ``{lang}.txt`` corpus."""
-    from langneurons.parallel import record_pooled
+    from langneurons.recording.pooled import record_pooled
 
     texts, provenance = read_parallel_sentences(corpus, langs, max_samples)
     loaded = as_loaded(model, tokenizer, device=device, dtype=dtype)

@@ -21,7 +21,7 @@ from langneurons.analysis.output import (
     layer_header,
     neuron_set_provenance,
 )
-from langneurons.neuronset import NeuronSet
+from langneurons.sets.neuronset import NeuronSet
 
 KIND = "layer_distribution"
 

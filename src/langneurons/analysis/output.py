@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from langneurons.artefacts import atomic_directory, sidecar, write_json
+from langneurons.sets.artefacts import atomic_directory, sidecar, write_json
 from langneurons.errors import LangNeuronsError
 
 SCHEMA_VERSION = 1

@@ -25,7 +25,7 @@ from langneurons.analysis.output import (
     Table,
     neuron_set_provenance,
 )
-from langneurons.neuronset import NeuronSet
+from langneurons.sets.neuronset import NeuronSet
 
 KIND = "overlap"
 

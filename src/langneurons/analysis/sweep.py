@@ -18,13 +18,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from langneurons.analysis.output import AnalysisOutput, Figure, Table
-from langneurons.corpus import PackedCorpus, default_seq_len, load_corpus
+from langneurons.data.corpus import PackedCorpus, default_seq_len, load_corpus
 from langneurons.errors import LangNeuronsError
-from langneurons.interventions import deactivate
-from langneurons.loading import LoadedModel, as_loaded
+from langneurons.interventions.neurons import deactivate
+from langneurons.model.loading import LoadedModel, as_loaded
 from langneurons.methods import get_method
-from langneurons.perplexity import corpus_nll
-from langneurons.sites import locate_site
+from langneurons.evaluation.perplexity import corpus_nll
+from langneurons.model.sites import locate_site
 
 KIND = "selection_sweep"
 #: the paper's range, 0 to 10% in steps of 1%

@@ -40,7 +40,7 @@ def check_placement(args: argparse.Namespace) -> None:
 def load_model_from_args(args: argparse.Namespace):
     """The model of ``--model`` placed by ``--device`` / ``--dtype`` / ``--device-map`` / ``--offload-folder``."""
     check_placement(args)
-    from langneurons.loading import load_model
+    from langneurons.model.loading import load_model
 
     return load_model(args.model, device=args.device, dtype=args.dtype, revision=args.revision,
                       device_map=args.device_map, offload_folder=args.offload_folder)

@@ -37,7 +37,7 @@ def add_generation_options(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace):
-    from langneurons.generation import STOP_STRINGS, GenerationSettings
+    from langneurons.evaluation.generation import STOP_STRINGS, GenerationSettings
 
     template = args.template.replace("\\n", "\n")
     sample = bool(args.sample or args.unconditional is not None)
@@ -56,7 +56,7 @@ def judge_from_args(args: argparse.Namespace):
         if args.judge_model:
             raise LangNeuronsError("--judge-model needs --judge-url")
         return None
-    from langneurons.judge import Judge
+    from langneurons.evaluation.judge import Judge
 
     return Judge(args.judge_url, args.judge_model, timeout=args.judge_timeout, retries=args.judge_retries)
 

@@ -123,7 +123,7 @@ def parse_params(args: argparse.Namespace) -> dict:
 
 def run_layers(args: argparse.Namespace) -> int:
     from langneurons.analysis.layers import layer_distribution
-    from langneurons.neuronset import load_neurons
+    from langneurons.sets.neuronset import load_neurons
 
     result = layer_distribution(load_neurons(args.neurons))
     result.save(args.out)
@@ -135,7 +135,7 @@ def run_layers(args: argparse.Namespace) -> int:
 
 def run_overlap(args: argparse.Namespace) -> int:
     from langneurons.analysis.overlap import neuron_overlap
-    from langneurons.neuronset import load_neurons
+    from langneurons.sets.neuronset import load_neurons
 
     result = neuron_overlap(load_neurons(args.neurons))
     result.save(args.out)
@@ -150,7 +150,7 @@ def run_overlap(args: argparse.Namespace) -> int:
 
 def run_sweep(args: argparse.Namespace) -> int:
     from langneurons.analysis.sweep import selection_sweep
-    from langneurons.artefacts import check_writable
+    from langneurons.sets.artefacts import check_writable
     from langneurons.cli._common import load_model_from_args, parse_langs
     from langneurons.errors import LangNeuronsError
     from langneurons.methods import get_method
@@ -185,10 +185,10 @@ def _embeddings(args: argparse.Namespace, neurons=None):
         read_parallel_sentences,
         sentence_embeddings,
     )
-    from langneurons.artefacts import check_writable
+    from langneurons.sets.artefacts import check_writable
     from langneurons.cli._common import load_model_from_args, parse_langs
     from langneurons.errors import LangNeuronsError
-    from langneurons.sites import locate_site
+    from langneurons.model.sites import locate_site
 
     langs = parse_langs(args.langs)
     read_parallel_sentences(args.corpus, langs, args.max_samples)  # alignment errors before loading the model
@@ -203,7 +203,7 @@ def _embeddings(args: argparse.Namespace, neurons=None):
 
 def run_ses(args: argparse.Namespace) -> int:
     from langneurons.analysis.embeddings import sentence_similarity
-    from langneurons.neuronset import load_neurons
+    from langneurons.sets.neuronset import load_neurons
 
     neurons = load_neurons(args.neurons) if args.neurons else None
     result = sentence_similarity(_embeddings(args, neurons), neurons=neurons)

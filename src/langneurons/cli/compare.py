@@ -22,7 +22,7 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from langneurons.analysis.compare import compare_neuron_sets, default_names
     from langneurons.errors import LangNeuronsError
-    from langneurons.neuronset import load_neurons
+    from langneurons.sets.neuronset import load_neurons
 
     if args.names is not None:
         names = [part.strip() for part in args.names.split(",")]

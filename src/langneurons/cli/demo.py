@@ -20,7 +20,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from langneurons.demo import run_demo
+    from langneurons.testbed.demo import run_demo
 
     result = run_demo(args.out, model=args.model, corpus=args.corpus, valid=args.valid, device=args.device,
                       progress=not args.no_progress)

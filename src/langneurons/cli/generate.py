@@ -36,7 +36,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from langneurons.artefacts import check_writable
+    from langneurons.sets.artefacts import check_writable
     from langneurons.cli._common import check_placement, load_model_from_args, parse_langs
     from langneurons.cli._generation import (
         check_prompt_source,
@@ -45,9 +45,9 @@ def run(args: argparse.Namespace) -> int:
         settings_from_args,
     )
     from langneurons.errors import LangNeuronsError
-    from langneurons.generation import Condition, read_prompts
-    from langneurons.langid import get_identifier
-    from langneurons.steering import (
+    from langneurons.evaluation.generation import Condition, read_prompts
+    from langneurons.evaluation.langid import get_identifier
+    from langneurons.evaluation.steering import (
         PromptGroup,
         generate_records,
         run_meta,
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     if not condition.is_normal and args.neurons is None:
         raise LangNeuronsError("--deactivate / --activate need --neurons")
     if args.neurons is not None:
-        from langneurons.neuronset import load_neurons
+        from langneurons.sets.neuronset import load_neurons
 
         neurons = load_neurons(args.neurons)
         check_site(args, neurons)
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     for item in conditions:
         item.edits(neurons, stats)  # unknown languages fail here, before the model loads
     if condition.activate:
-        from langneurons.interventions import plan_edits
+        from langneurons.interventions.neurons import plan_edits
 
         plan_edits(condition.edits(neurons, stats), neurons.num_layers)  # statistics match the neuron set
     identifier = get_identifier(args.langid)

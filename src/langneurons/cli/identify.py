@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
 def run_parameter_variation(args: argparse.Namespace) -> int:
     """``identify --method pv``: language-specific parameters from a base and per-language fine-tuned models."""
-    from langneurons.artefacts import check_writable
+    from langneurons.sets.artefacts import check_writable
     from langneurons.cli.pv import parse_finetuned
     from langneurons.errors import LangNeuronsError
     from langneurons.methods.parameter_variation import identify_parameters

@@ -22,7 +22,7 @@ def add_parser(subparsers) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from langneurons.neuronset import load_neurons, save_reference_masks
+    from langneurons.sets.neuronset import load_neurons, save_reference_masks
 
     neurons = load_neurons(args.neurons)
     save_reference_masks(neurons, args.out)
@@ -32,7 +32,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 def run_import(args: argparse.Namespace) -> int:
     from langneurons.cli._common import parse_langs
-    from langneurons.neuronset import load_reference_masks
+    from langneurons.sets.neuronset import load_reference_masks
 
     neurons = load_reference_masks(args.masks, parse_langs(args.langs) or [], args.width, site=args.site)
     neurons.save(args.out)

@@ -31,10 +31,10 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from langneurons.neuronset import load_neurons
-    from langneurons.perplexity import perplexity_matrix
+    from langneurons.sets.neuronset import load_neurons
+    from langneurons.evaluation.perplexity import perplexity_matrix
 
-    from langneurons.artefacts import check_writable
+    from langneurons.sets.artefacts import check_writable
 
     check_placement(args)
     check_writable(args.out)

@@ -72,7 +72,7 @@ def parse_finetuned(items: list[str]) -> dict[str, str]:
 
 
 def run_identify(args: argparse.Namespace) -> int:
-    from langneurons.artefacts import check_writable
+    from langneurons.sets.artefacts import check_writable
     from langneurons.methods.parameter_variation import identify_parameters
 
     finetuned = parse_finetuned(args.finetuned)  # fail fast, before reading any weights
@@ -91,9 +91,9 @@ def run_identify(args: argparse.Namespace) -> int:
 def run_perplexity(args: argparse.Namespace) -> int:
     from langneurons.cli.perplexity import format_matrix
     from langneurons.methods.parameter_variation import parameter_perplexity_matrix
-    from langneurons.parameterset import load_parameters
+    from langneurons.sets.parameterset import load_parameters
 
-    from langneurons.artefacts import check_writable
+    from langneurons.sets.artefacts import check_writable
 
     parameters = load_parameters(args.parameters)  # fail fast before loading the model
     check_writable(args.out)

@@ -61,10 +61,10 @@ def run(args: argparse.Namespace) -> int:
     # streams, and the Rust tokenizer's worker threads would fragment the heap (memory creeping up with the
     # corpus) and oversubscribe the CPUs under torchrun. Single-threaded tokenization keeps up with recording.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from langneurons import distributed
-    from langneurons.artefacts import check_writable
-    from langneurons.checkpoint import CheckpointStore, default_checkpoint_dir
-    from langneurons.recorder import record
+    from langneurons.recording import distributed
+    from langneurons.sets.artefacts import check_writable
+    from langneurons.recording.checkpoint import CheckpointStore, default_checkpoint_dir
+    from langneurons.recording.recorder import record
 
     check_placement(args)
     shard_index, num_shards = parse_shard(args.shard)

@@ -38,7 +38,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from langneurons.artefacts import check_writable
+    from langneurons.sets.artefacts import check_writable
     from langneurons.cli._common import check_placement, load_model_from_args, parse_langs
     from langneurons.cli._generation import (
         check_prompt_source,
@@ -47,11 +47,11 @@ def run(args: argparse.Namespace) -> int:
         settings_from_args,
     )
     from langneurons.errors import LangNeuronsError
-    from langneurons.generation import read_prompts
-    from langneurons.langid import get_identifier
-    from langneurons.neuronset import load_neurons
+    from langneurons.evaluation.generation import read_prompts
+    from langneurons.evaluation.langid import get_identifier
+    from langneurons.sets.neuronset import load_neurons
     from langneurons.stats import load_stats
-    from langneurons.steering import language_accuracy, steering_languages
+    from langneurons.evaluation.steering import language_accuracy, steering_languages
 
     settings = settings_from_args(args)
     check_prompt_source(args)
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.prompt_language:
             raise LangNeuronsError("--deactivate-prompt-language needs --prompt-language")
         neurons.layers(args.prompt_language)
-    from langneurons.interventions import Activate, plan_edits
+    from langneurons.interventions.neurons import Activate, plan_edits
 
     plan_edits([Activate(neurons, languages, stats, args.strength[0])], neurons.num_layers)  # stats match the set
     identifier = get_identifier(args.langid)

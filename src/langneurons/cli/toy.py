@@ -54,7 +54,7 @@ def add_parser(subparsers) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     """Run ``toy train`` from parsed arguments."""
-    from langneurons.toy.train import train_toy_model
+    from langneurons.testbed.train import train_toy_model
 
     out = train_toy_model(
         args.corpus, args.out, parse_langs(args.langs),

@@ -3,7 +3,7 @@
 A method is a class with explicit keyword parameters, ``fit(stats)`` that computes
 ``scores_`` (``float64[layer, neuron]``, lower or higher = more language-specific as
 ``lower_is_specific`` says) and whatever else it needs, and a pure ``select()`` that returns a
-:class:`~langneurons.neuronset.NeuronSet`. Methods register themselves by name with
+:class:`~langneurons.sets.neuronset.NeuronSet`. Methods register themselves by name with
 :func:`register_method`; :func:`identify` is the one-call entry point.
 """
 
@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import torch
 
 from langneurons.errors import LangNeuronsError
-from langneurons.neuronset import NeuronSet
+from langneurons.sets.neuronset import NeuronSet
 
 _METHODS: dict[str, type["NeuronMethod"]] = {}
 

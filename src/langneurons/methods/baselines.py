@@ -6,7 +6,7 @@ import torch
 
 from langneurons.errors import LangNeuronsError
 from langneurons.methods.base import NeuronMethod, check_rate, register_method
-from langneurons.neuronset import NeuronSet
+from langneurons.sets.neuronset import NeuronSet
 
 
 @register_method

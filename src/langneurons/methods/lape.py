@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from langneurons.methods.base import NeuronMethod, check_rate, register_method
 from langneurons.methods.entropy import entropy_select
-from langneurons.neuronset import NeuronSet
+from langneurons.sets.neuronset import NeuronSet
 
 
 @register_method

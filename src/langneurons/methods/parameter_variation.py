@@ -10,7 +10,7 @@ Then "we identify 1% of the neurons or parameters ... [and] directly zero the pa
 Given a base model ``theta_0`` and one model fine-tuned per language ``theta_k`` (same architecture):
 
 1. considered parameters: every entry of the MHA and FFN weight matrices of every decoder layer
-   (q / k / v or fused qkv, o; gate / up or fc1, down: :func:`langneurons.weights.considered_parameters`),
+   (q / k / v or fused qkv, o; gate / up or fc1, down: :func:`langneurons.model.weights.considered_parameters`),
    pooled over all matrices into one vector of ``N`` entries;
 2. rate of change, element-wise: ``r_k = |theta_k - theta_0| / (|theta_0| + eps)``, ``eps = 1e-8``
    (only matters where the base weight is exactly 0);
@@ -23,8 +23,8 @@ Given a base model ``theta_0`` and one model fine-tuned per language ``theta_k``
    lowest-entropy entries are selected (ties by position); each goes to every language whose ``p_k``
    is above the ``activation_bar_ratio`` percentile. Defaults as LAPE: 0.01, 0.95, 0.95.
 
-The result is a :class:`~langneurons.parameterset.ParameterSet`; zero it with
-:func:`langneurons.parameter_interventions.zero_parameters` and evaluate it with
+The result is a :class:`~langneurons.sets.parameterset.ParameterSet`; zero it with
+:func:`langneurons.interventions.parameters.zero_parameters` and evaluate it with
 :func:`parameter_perplexity_matrix`. With two languages every entry the two tunings moved differently
 has entropy 0 (one ``r'_k`` is always 0), so the ranking is left to position order: use three or more.
 When ``K x N`` exceeds ``max_values_in_memory`` the selection is streamed matrix by matrix (exactly the
@@ -49,18 +49,18 @@ from langneurons.methods.streamed_entropy import (
     pooled_entropy_select,
     streamed_entropy_select,
 )
-from langneurons.parameter_interventions import zero_parameters
-from langneurons.parameterset import (
+from langneurons.interventions.parameters import zero_parameters
+from langneurons.sets.parameterset import (
     ParameterSet,
     from_flat_indices,
     random_parameters_like,
 )
-from langneurons.weights import as_weight_source, considered_parameters
+from langneurons.model.weights import as_weight_source, considered_parameters
 
 if TYPE_CHECKING:  # the perplexity modules are imported lazily (methods/ must not import perplexity.py)
-    from langneurons.corpus import PackedCorpus
-    from langneurons.loading import LoadedModel
-    from langneurons.perplexity import PerplexityMatrix
+    from langneurons.data.corpus import PackedCorpus
+    from langneurons.model.loading import LoadedModel
+    from langneurons.evaluation.perplexity import PerplexityMatrix
 
 DEFAULT_EPS = 1e-8
 
@@ -84,7 +84,7 @@ def refined_values(rates: torch.Tensor) -> torch.Tensor:
 class ParameterChanges:
     """A base model and one fine-tuned model per language: the input PV is fitted on.
 
-    ``base`` and each ``finetuned[lang]`` are anything :func:`langneurons.weights.as_weight_source`
+    ``base`` and each ``finetuned[lang]`` are anything :func:`langneurons.model.weights.as_weight_source`
     reads (model directory, hub id, module, ``{name: tensor}``). ``parameters`` overrides the
     considered ``{name: shape}`` (default: the MHA / FFN matrices of the base model's architecture;
     required for plain dicts).
@@ -146,7 +146,7 @@ class ParameterVariation(NeuronMethod):
     """PV: lowest-entropy weight entries of the refined per-language rate of change (see the module doc).
 
     ``fit`` takes a :class:`ParameterChanges` (not activation statistics) and ``select`` returns a
-    :class:`~langneurons.parameterset.ParameterSet`, so PV is deliberately *not* in the statistics
+    :class:`~langneurons.sets.parameterset.ParameterSet`, so PV is deliberately *not* in the statistics
     method registry (``identify(stats, ...)``); :func:`identify_parameters` is its one-call entry point. Fitted: ``selection_`` (pooled indices, entropy,
     membership, percentiles) and ``scores_`` (``float64[n]`` entropy of the selected entries, in
     selection order: the full ``N``-entry entropy is not kept).
@@ -224,11 +224,11 @@ def parameter_perplexity_matrix(
 
     Rows: ``normal``, ``random`` (for column ``j`` a seeded random set as large as language ``j``'s,
     drawn from all considered entries), then one row per language whose entries are zeroed; columns
-    the evaluated languages. Same NLL as :func:`langneurons.perplexity.perplexity_matrix`.
+    the evaluated languages. Same NLL as :func:`langneurons.evaluation.perplexity.perplexity_matrix`.
     """
-    from langneurons.corpus import PackedCorpus, default_seq_len, load_corpus
-    from langneurons.loading import as_loaded
-    from langneurons.perplexity import (
+    from langneurons.data.corpus import PackedCorpus, default_seq_len, load_corpus
+    from langneurons.model.loading import as_loaded
+    from langneurons.evaluation.perplexity import (
         PerplexityMatrix,
         evaluate_conditions,
         random_language,

@@ -25,7 +25,7 @@ def counts_table(languages: list[str], rows: list[dict[Any, int]], sizes: dict[s
 
 
 def render_parameter_set(artefact: Artefact) -> str:
-    from langneurons.parameterset import load_parameters
+    from langneurons.sets.parameterset import load_parameters
 
     pset = load_parameters(artefact.path)
     sizes = pset.sizes()

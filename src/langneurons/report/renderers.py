@@ -70,7 +70,7 @@ def render_activation_stats(artefact: Artefact) -> str:
 # -- perplexity matrix -----------------------------------------------------------------------------
 def perplexity_headline(matrix: Any) -> str:
     """The demo's science check in one sentence (own language vs others vs random)."""
-    from langneurons.perplexity import summary
+    from langneurons.evaluation.perplexity import summary
 
     keys = summary(matrix)
     if not keys["rows"]:
@@ -105,7 +105,7 @@ def _legend(limit: float) -> str:
 
 
 def render_perplexity_matrix(artefact: Artefact) -> str:
-    from langneurons.perplexity import load_perplexity
+    from langneurons.evaluation.perplexity import load_perplexity
 
     matrix = load_perplexity(artefact.path)
     perplexity = matrix.perplexity.tolist()
@@ -162,7 +162,7 @@ def render_perplexity_matrix(artefact: Artefact) -> str:
 # -- neuron sets -----------------------------------------------------------------------------------
 def layer_distribution_figure(neurons: Any) -> str:
     """``layer_distribution_plot`` of the set, embedded (drawn into a temporary file)."""
-    from langneurons.plots import layer_distribution_plot
+    from langneurons.analysis.plots import layer_distribution_plot
 
     with tempfile.TemporaryDirectory(prefix="langneurons-report-") as scratch:
         path = Path(scratch) / "layers.png"
@@ -184,7 +184,7 @@ def layer_counts_table(languages: list[str], counts: list[list[int]]) -> str:
 
 
 def render_neuron_set(artefact: Artefact) -> str:
-    from langneurons.neuronset import load_neurons
+    from langneurons.sets.neuronset import load_neurons
 
     neurons = load_neurons(artefact.path)
     total = neurons.num_layers * neurons.width
@@ -243,7 +243,7 @@ def render_overview(run: Run) -> str:
         parts.append(warning(problem))
     for artefact in run.of_kind("perplexity_matrix")[:1]:
         try:
-            from langneurons.perplexity import load_perplexity
+            from langneurons.evaluation.perplexity import load_perplexity
 
             matrix = load_perplexity(artefact.path)
             if "normal" in matrix.conditions:

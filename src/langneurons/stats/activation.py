@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from langneurons.artefacts import read_artefact, write_artefact
+from langneurons.sets.artefacts import read_artefact, write_artefact
 from langneurons.errors import LangNeuronsError
 from langneurons.stats.base import BatchInfo, PerLanguageBatches
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from langneurons.artefacts import read_artefact, write_artefact
+from langneurons.sets.artefacts import read_artefact, write_artefact
 from langneurons.errors import LangNeuronsError
 
 KIND = "parameter_set"

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
-    from langneurons.neuronset import NeuronSet
-    from langneurons.perplexity import PerplexityMatrix
+    from langneurons.sets.neuronset import NeuronSet
+    from langneurons.evaluation.perplexity import PerplexityMatrix
 
 
 def perplexity_heatmap(matrix: "PerplexityMatrix", path: str | Path) -> Path:

@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from langneurons.errors import LangNeuronsError
-from langneurons.interventions import Activate, Deactivate, Edit, intervene
-from langneurons.sites import SiteMap
+from langneurons.interventions.neurons import Activate, Deactivate, Edit, intervene
+from langneurons.model.sites import SiteMap
 
 #: The paper's prompt template (LAPE reference code, generation.py).
 TEMPLATE = "Q: {question}\nA:"
@@ -93,7 +93,7 @@ class Condition:
         return not self.deactivate and not self.activate
 
     def edits(self, neurons: Any, stats: Any = None) -> list[Edit]:
-        """The :mod:`langneurons.interventions` edits of this condition (activation needs ``stats``)."""
+        """The :mod:`langneurons.interventions.neurons` edits of this condition (activation needs ``stats``)."""
         edits: list[Edit] = []
         if self.is_normal:
             return edits
@@ -143,7 +143,7 @@ def read_prompts(directory: str | Path, langs: Sequence[str] | None = None, limi
         raise LangNeuronsError(f"--prompt-chars must be at least 1, got {max_chars}")
     if limit is not None and limit < 1:
         raise LangNeuronsError(f"--limit must be at least 1, got {limit}")
-    from langneurons.corpus import find_corpus_files
+    from langneurons.data.corpus import find_corpus_files
 
     files = find_corpus_files(directory, list(langs) if langs else None, suffixes=(".txt",), kind="prompt")
     prompts: dict[str, list[str]] = {}
@@ -267,7 +267,7 @@ def generate_batch(model: nn.Module, tokenizer: Any, rows: Sequence[Sequence[int
     """
     from transformers import LogitsProcessorList
 
-    from langneurons.sites import input_device
+    from langneurons.model.sites import input_device
 
     device = input_device(model)
     pad = pad_token_id(tokenizer)
@@ -313,7 +313,7 @@ def generate_texts(model: Any, prompts: Sequence[str], settings: GenerationSetti
                    templated: bool = False, progress: Any = None) -> list[str]:
     """Outputs for ``prompts`` (questions, put into ``settings.template`` unless ``templated``) under ``edits``.
 
-    ``model`` is a :class:`~langneurons.loading.LoadedModel` or a model with ``tokenizer``. Batch ``b`` of
+    ``model`` is a :class:`~langneurons.model.loading.LoadedModel` or a model with ``tokenizer``. Batch ``b`` of
     a call is sampled with seed ``settings.seed + b``, so two conditions see the same random streams.
     """
     model, tokenizer = _unpack(model, tokenizer)

@@ -17,7 +17,7 @@ from typing import Callable, Iterator, Literal
 import torch
 from torch import nn
 
-from langneurons.architectures import ArchitectureSpec, get_submodule, resolve_architecture
+from langneurons.model.architectures import ArchitectureSpec, get_submodule, resolve_architecture
 from langneurons.errors import LangNeuronsError
 
 #: site name -> (spec attribute naming the module, which side of the module holds the neurons)

@@ -1,7 +1,7 @@
 """Checkpoints of a recording: the partial sums and the position reached, written atomically.
 
 A checkpoint is an ordinary artefact (``tensors.safetensors`` + ``meta.json`` with a SHA-256 of the
-tensors, see :mod:`langneurons.artefacts`) in ``<directory>/rank-<r>/step-<n>/``, where ``n`` is the
+tensors, see :mod:`langneurons.sets.artefacts`) in ``<directory>/rank-<r>/step-<n>/``, where ``n`` is the
 index, in the run's batch schedule, of the first batch not yet run. Each one is written into a staging
 directory and renamed into place, so a process killed at any moment leaves either the previous
 checkpoint or the new one, never a torn one; the two newest are kept. Loading verifies the checksum,
@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from langneurons.artefacts import read_artefact, write_artefact
+from langneurons.sets.artefacts import read_artefact, write_artefact
 from langneurons.errors import LangNeuronsError
 
 KIND = "record_checkpoint"

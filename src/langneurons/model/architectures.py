@@ -5,7 +5,7 @@ relative to one decoder layer, the FFN activation module (whose output is the ne
 ``act_fn(W_1 x)``), the down projection (whose input is the vector fed to ``W_down``) and the
 attention projections. Specs are keyed on ``config.model_type``; a model type that is not
 registered is mapped by trying the alias lists below, and every mapping is validated on the loaded
-model (see :func:`langneurons.sites.validate_sites`).
+model (see :func:`langneurons.model.sites.validate_sites`).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ to the project's ISO 639-1 codes (``zh`` is Simplified Chinese):
 
 Text without any letter (empty, digits, punctuation) is ``None`` for every backend. The comparison
 on held-out Bible verses that chose the default is in ``docs/language_id.md``; rerun it with
-``python -m langneurons.langid ../shared/data/bible``.
+``python -m langneurons.evaluation.langid ../shared/data/bible``.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ A *weight source* gives ``get(name) -> tensor`` for parameter names as in ``mode
   read lazily, one at a time, so comparing several large models needs about one matrix per model in
   memory;
 * any other local path or hub id: the model is loaded on the CPU with transformers (all in memory);
-* an ``nn.Module`` / :class:`~langneurons.loading.LoadedModel` (its parameters) or a plain
+* an ``nn.Module`` / :class:`~langneurons.model.loading.LoadedModel` (its parameters) or a plain
   ``{name: tensor}`` dict (hand-made state dicts in tests).
 
 :func:`considered_parameters` names the weight matrices of the MHA and FFN modules (eqs. 1-3 of the
@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from langneurons.architectures import get_submodule, resolve_architecture
+from langneurons.model.architectures import get_submodule, resolve_architecture
 from langneurons.errors import LangNeuronsError
 
 #: Names of the FFN's input matrices (W_1 / W_3, fused or not), looked up next to the down projection.
@@ -120,7 +120,7 @@ def as_weight_source(model: Any) -> TensorDictSource | SafetensorsSource:
         path = Path(model)
         if path.is_dir() and any(path.glob("*.safetensors")):
             return SafetensorsSource(path)
-        from langneurons.loading import load_model
+        from langneurons.model.loading import load_model
 
         loaded = load_model(str(model), device="cpu", dtype="float32")
         return TensorDictSource(dict(loaded.model.named_parameters(remove_duplicate=False)),

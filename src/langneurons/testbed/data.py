@@ -2,7 +2,7 @@
 
 A language's text is its documents (one per line) each followed by EOS, tokenized without special
 tokens and concatenated into one stream. A training window is either ``seq_len`` stream tokens from
-a random offset (how :func:`langneurons.corpus.pack_windows` feeds text to a model) or, with
+a random offset (how :func:`langneurons.data.corpus.pack_windows` feeds text to a model) or, with
 probability ``bos_rate``, ``<s>`` followed by ``seq_len - 1`` stream tokens (what a tokenizer called
 with special tokens gives), so the model handles both.
 """
@@ -18,7 +18,7 @@ from langneurons.errors import LangNeuronsError
 
 def corpus_langs(corpus_dir: str | Path, langs: Sequence[str] | None = None) -> list[str]:
     """Languages to use: ``langs`` (checked to exist) or every ``{lang}.txt`` in the folder."""
-    from langneurons.corpus import find_corpus_files
+    from langneurons.data.corpus import find_corpus_files
 
     return list(find_corpus_files(corpus_dir, list(langs) if langs else None, suffixes=(".txt",)))
 
@@ -78,7 +78,7 @@ def token_stream(tokenizer, lines: Sequence[str]):
     """1-D LongTensor: each line's tokens (no special tokens) followed by EOS, concatenated."""
     import torch
 
-    from langneurons.toy.tokenizer import encode_lines
+    from langneurons.testbed.tokenizer import encode_lines
 
     eos = tokenizer.eos_token_id
     ids: list[int] = []

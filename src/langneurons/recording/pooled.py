@@ -8,10 +8,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from langneurons.corpus import load_parallel, padded_batches
-from langneurons.loading import LoadedModel, as_loaded
-from langneurons.recorder import Batch, run_batches
-from langneurons.sites import locate_site
+from langneurons.data.corpus import load_parallel, padded_batches
+from langneurons.model.loading import LoadedModel, as_loaded
+from langneurons.recording.recorder import Batch, run_batches
+from langneurons.model.sites import locate_site
 from langneurons.stats.base import BatchInfo
 from langneurons.stats.pooled import PooledVectors
 

@@ -21,14 +21,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from langneurons.artefacts import atomic_directory, sidecar, write_json
-from langneurons.corpus import PackedCorpus, default_seq_len, load_corpus
+from langneurons.sets.artefacts import atomic_directory, sidecar, write_json
+from langneurons.data.corpus import PackedCorpus, default_seq_len, load_corpus
 from langneurons.errors import LangNeuronsError
-from langneurons.interventions import deactivate
-from langneurons.loading import LoadedModel, as_loaded
+from langneurons.interventions.neurons import deactivate
+from langneurons.model.loading import LoadedModel, as_loaded
 from langneurons.methods.baselines import random_like
-from langneurons.neuronset import NeuronSet
-from langneurons.sites import input_device, locate_site
+from langneurons.sets.neuronset import NeuronSet
+from langneurons.model.sites import input_device, locate_site
 
 KIND = "perplexity_matrix"
 SCHEMA_VERSION = 1
@@ -90,7 +90,7 @@ class PerplexityMatrix:
             meta = {"conditions": self.conditions, "languages": self.languages, "tokens": self.tokens, **self.meta}
             write_json(staging / "meta.json", sidecar(KIND, SCHEMA_VERSION, meta))
             if plot:
-                from langneurons.plots import perplexity_heatmap
+                from langneurons.analysis.plots import perplexity_heatmap
 
                 perplexity_heatmap(self, staging / "perplexity_change.png")
         return Path(directory)

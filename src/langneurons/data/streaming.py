@@ -1,6 +1,6 @@
 """Streaming corpora: token windows made while the files are read, so memory does not grow with the corpus.
 
-:func:`langneurons.corpus.load_corpus` holds every document, the whole token stream (a Python list)
+:func:`langneurons.data.corpus.load_corpus` holds every document, the whole token stream (a Python list)
 and every window of every language at once. A :class:`StreamingCorpus` produces exactly the same
 windows (same tokenization in chunks of documents, same EOS joining, same ``max_tokens`` cap, same
 dropped remainder), one at a time, holding only one chunk of documents. A first pass (:func:`scan_file`)
@@ -18,7 +18,7 @@ from typing import Any, Iterable, Iterator
 
 import torch
 
-from langneurons.corpus import find_corpus_files
+from langneurons.data.corpus import find_corpus_files
 from langneurons.errors import LangNeuronsError
 
 #: Documents tokenized per call (the tokenization of a document does not depend on its chunk).
@@ -47,7 +47,7 @@ def _lines(path: Path, hasher: Any = None) -> Iterator[str]:
 def iter_documents(path: str | Path, hasher: Any = None) -> Iterator[str]:
     """Documents of one file, streamed: non-blank lines of a ``.txt``, the ``text`` field of a ``.jsonl``.
 
-    Same documents and errors as :func:`langneurons.corpus.read_documents`, except that an empty file is
+    Same documents and errors as :func:`langneurons.data.corpus.read_documents`, except that an empty file is
     only noticed by the caller (see :func:`scan_file`).
     """
     path = Path(path)

@@ -16,9 +16,9 @@ from typing import Callable, Iterator
 
 import torch
 
-from langneurons.corpus import PackedCorpus
+from langneurons.data.corpus import PackedCorpus
 from langneurons.errors import LangNeuronsError
-from langneurons.streaming import StreamingCorpus
+from langneurons.data.streaming import StreamingCorpus
 
 
 @dataclass

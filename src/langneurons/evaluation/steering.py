@@ -25,17 +25,17 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from langneurons.artefacts import atomic_directory, sidecar, write_json
+from langneurons.sets.artefacts import atomic_directory, sidecar, write_json
 from langneurons.errors import LangNeuronsError
-from langneurons.generation import (
+from langneurons.evaluation.generation import (
     Condition,
     GenerationSettings,
     generate_texts,
     generate_unconditional,
     start_token_id,
 )
-from langneurons.langid import LanguageIdentifier, get_identifier
-from langneurons.loading import LoadedModel
+from langneurons.evaluation.langid import LanguageIdentifier, get_identifier
+from langneurons.model.loading import LoadedModel
 
 GENERATIONS_KIND = "generations"
 ACCURACY_KIND = "language_accuracy"
@@ -84,7 +84,7 @@ def generate_records(loaded: LoadedModel, groups: Sequence[PromptGroup], conditi
     records: list[GenerationRecord] = []
     site_map = None
     if neurons is not None and any(edits.values()):
-        from langneurons.sites import locate_site
+        from langneurons.model.sites import locate_site
 
         site_map = locate_site(loaded.model, neurons.site)
         neurons.check_shape(site_map.num_layers, site_map.width, what=f"model {loaded.name!r}")
@@ -287,12 +287,12 @@ def language_accuracy(model: Any, neurons: Any, stats: Any, prompts: dict[str, l
                       progress: bool = True) -> LanguageAccuracy:
     """Table 4 (first block): per language X, share of outputs detected as X, normal vs X activated.
 
-    Give ``prompts`` (``{lang: questions}``, see :func:`langneurons.generation.read_prompts`), optionally
+    Give ``prompts`` (``{lang: questions}``, see :func:`langneurons.evaluation.generation.read_prompts`), optionally
     with ``prompt_language``, or ``unconditional`` (samples per condition). Several ``strength`` values
     give one steered column each (sharing the normal outputs). Returns named rows / columns, every
     generation record and provenance.
     """
-    from langneurons.loading import as_loaded
+    from langneurons.model.loading import as_loaded
 
     strengths = [float(strength)] if isinstance(strength, (int, float)) else [float(v) for v in strength]
     if not strengths or len(set(strengths)) != len(strengths):

@@ -48,7 +48,7 @@ def run_demo(out: str | Path = "runs/demo", model: str | Path | None = None, cor
              log: Callable[[str], None] = print) -> DemoResult:
     """Run the demo into ``out`` and return what it wrote."""
     import langneurons as ln
-    from langneurons.perplexity import summary as perplexity_summary
+    from langneurons.evaluation.perplexity import summary as perplexity_summary
 
     model_path = Path(model) if model else bundled_model_path()
     if not (model_path / "config.json").exists():

@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from langneurons.errors import LangNeuronsError
-from langneurons.neuronset import NeuronSet
-from langneurons.sites import SiteMap, locate_site, site_hooks
+from langneurons.sets.neuronset import NeuronSet
+from langneurons.model.sites import SiteMap, locate_site, site_hooks
 
 
 @dataclass

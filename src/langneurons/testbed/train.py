@@ -150,15 +150,15 @@ def train_toy_model(
     at that wall-clock budget (or ``steps``, whichever comes first) and the cosine schedule follows
     the larger of the two progress fractions. A fraction ``bos_rate`` of the training windows start
     with ``<s>``, the others are plain windows of the EOS-joined text; held-out windows have no
-    ``<s>`` (as :func:`langneurons.corpus.pack_windows` makes them) unless ``bos_rate`` is 1.
+    ``<s>`` (as :func:`langneurons.data.corpus.pack_windows` makes them) unless ``bos_rate`` is 1.
     Returns ``out_dir``.
     """
     args = {k: (str(v) if isinstance(v, Path) else v) for k, v in locals().items()}
     import torch
     from tqdm.auto import tqdm
 
-    from langneurons.toy import data
-    from langneurons.toy.tokenizer import load_tokenizer, train_bpe_tokenizer
+    from langneurons.testbed import data
+    from langneurons.testbed.tokenizer import load_tokenizer, train_bpe_tokenizer
 
     if arch not in ARCHS:
         raise LangNeuronsError(f"unknown --arch {arch!r}; choose one of {', '.join(ARCHS)}")

@@ -5,8 +5,8 @@ activations ``[batch, seq, width]`` to each statistic, which reduces them where 
 layer's device). It runs the model's base (no LM head: logits are not needed) under
 ``torch.inference_mode`` with the model's own attention implementation (SDPA stays SDPA), and stops
 the forward pass once the last hooked layer has fired. :func:`record` streams the corpus (memory does
-not grow with it), runs under ``torchrun`` as one data-parallel rank (:mod:`langneurons.distributed`),
-and can write checkpoints and resume from them (:mod:`langneurons.checkpoint`).
+not grow with it), runs under ``torchrun`` as one data-parallel rank (:mod:`langneurons.recording.distributed`),
+and can write checkpoints and resume from them (:mod:`langneurons.recording.checkpoint`).
 """
 
 from __future__ import annotations
@@ -20,17 +20,17 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from langneurons import distributed
-from langneurons.accumulator import StatsAccumulator
-from langneurons.checkpoint import CheckpointStore, RecordPosition
-from langneurons.corpus import PackedCorpus, default_seq_len, find_corpus_files
+from langneurons.recording import distributed
+from langneurons.recording.accumulator import StatsAccumulator
+from langneurons.recording.checkpoint import CheckpointStore, RecordPosition
+from langneurons.data.corpus import PackedCorpus, default_seq_len, find_corpus_files
 from langneurons.errors import LangNeuronsError
-from langneurons.loading import LoadedModel, as_loaded
-from langneurons.schedule import PlannedBatch, ScheduleCursor, batch_schedule, select_batches
-from langneurons.sites import SiteMap, input_device, locate_site, site_hooks
+from langneurons.model.loading import LoadedModel, as_loaded
+from langneurons.recording.schedule import PlannedBatch, ScheduleCursor, batch_schedule, select_batches
+from langneurons.model.sites import SiteMap, input_device, locate_site, site_hooks
 from langneurons.stats.activation import ActivationStats
 from langneurons.stats.base import BatchInfo, SiteStatistic
-from langneurons.streaming import StreamingCorpus, scan_file
+from langneurons.data.streaming import StreamingCorpus, scan_file
 
 _REDUCE_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -43,7 +43,7 @@ def model_body(model: nn.Module) -> nn.Module:
 
 
 def execution_device(model: nn.Module) -> torch.device:
-    """Where input ids go (see :func:`langneurons.sites.input_device`)."""
+    """Where input ids go (see :func:`langneurons.model.sites.input_device`)."""
     return input_device(model)
 
 
@@ -233,8 +233,8 @@ def record(
     ``[language, layer, neuron]`` on the CPU. With ``num_shards > 1`` only every ``num_shards``-th window
     is run; shards merge by addition. ``reduce_dtype="float64"`` makes the CPU per-block sums exact to
     double precision (slower); ``reduction`` picks ``blocks`` / ``direct`` (default: blocks on the CPU,
-    direct on accelerators, see :mod:`langneurons.accumulator`). ``device_map`` / ``offload_folder`` place
-    a big model with accelerate (see :func:`langneurons.loading.load_model`).
+    direct on accelerators, see :mod:`langneurons.recording.accumulator`). ``device_map`` / ``offload_folder`` place
+    a big model with accelerate (see :func:`langneurons.model.loading.load_model`).
 
     Under ``torchrun`` (``distributed_run=None`` follows the environment) this process runs its rank's
     batches and the statistics are summed over all ranks; every rank returns the total.

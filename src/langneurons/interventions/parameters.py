@@ -1,4 +1,4 @@
-"""Reversibly zero weight entries of a :class:`~langneurons.parameterset.ParameterSet` during forward passes.
+"""Reversibly zero weight entries of a :class:`~langneurons.sets.parameterset.ParameterSet` during forward passes.
 
 The LAPE paper's parameter-variation baseline "directly zeroes the parameters" (section 3.2). Here
 nothing is edited in place: for every affected module a forward pre-hook puts a zeroed *copy* of the
@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from langneurons.errors import LangNeuronsError
-from langneurons.parameterset import ParameterSet
+from langneurons.sets.parameterset import ParameterSet
 
 
 def _module_of(model: nn.Module, name: str) -> tuple[nn.Module, str]:
@@ -49,7 +49,7 @@ def planned_indices(parameter_set: ParameterSet, languages: str | Sequence[str])
 def zero_parameters(model: Any, parameter_set: ParameterSet, languages: str | Sequence[str]) -> Iterator[nn.Module]:
     """Within the context, ``languages``' weight entries (one code or several) are 0 in every forward.
 
-    ``model`` is an ``nn.Module`` or a :class:`~langneurons.loading.LoadedModel`. Raises
+    ``model`` is an ``nn.Module`` or a :class:`~langneurons.model.loading.LoadedModel`. Raises
     :class:`LangNeuronsError` when the model lacks a parameter of the set or its shape differs, or when
     a weight is offloaded (on the ``meta`` device). Yields the model.
     """

@@ -1,0 +1,1 @@
+"""The data stage: per-language corpora (in memory or streamed), parallel corpora and tasks."""

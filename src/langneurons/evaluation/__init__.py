@@ -1,0 +1,1 @@
+"""The evaluation stage: perplexity, generation, steering, language identification, judging and tasks."""

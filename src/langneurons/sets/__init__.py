@@ -1,0 +1,1 @@
+"""Artefacts on disk and what methods return: neuron sets and parameter sets."""

@@ -217,6 +217,8 @@ def padded_batches(tokenizer: Any, texts: list[str], batch_size: int, max_length
     fallback = getattr(tokenizer, "eos_token_id", None) or getattr(tokenizer, "bos_token_id", None) or 0
     pad = getattr(tokenizer, "pad_token_id", None)
     pad = fallback if pad is None else pad
+    from langneurons.data.batching import pad_rows
+
     for start in range(0, len(texts), batch_size):
         chunk = texts[start : start + batch_size]
         encoded = tokenizer(chunk, add_special_tokens=False)["input_ids"]
@@ -225,10 +227,5 @@ def padded_batches(tokenizer: Any, texts: list[str], batch_size: int, max_length
             ids = ([bos] if bos is not None else []) + list(ids)
             ids = ids[:max_length] if max_length else ids
             rows.append(ids or [fallback])
-        length = max(len(ids) for ids in rows)
-        input_ids = torch.full((len(rows), length), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), length), dtype=torch.long)
-        for i, ids in enumerate(rows):
-            input_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-            mask[i, : len(ids)] = 1
+        input_ids, mask = pad_rows(rows, pad, side="right")
         yield input_ids, mask, torch.arange(start, start + len(rows))

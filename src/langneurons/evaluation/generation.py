@@ -179,14 +179,9 @@ def pad_token_id(tokenizer: Any) -> int:
 
 def left_padded(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(input_ids long[B, T], attention_mask long[B, T])`` with every row right-aligned (LEFT padding)."""
-    length = max(len(row) for row in rows)
-    input_ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), length), dtype=torch.long)
-    for i, row in enumerate(rows):
-        if row:
-            input_ids[i, length - len(row):] = torch.tensor(list(row), dtype=torch.long)
-            mask[i, length - len(row):] = 1
-    return input_ids, mask
+    from langneurons.data.batching import pad_rows
+
+    return pad_rows(rows, pad_id, side="left")
 
 
 def encode_prompts(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:

@@ -34,8 +34,13 @@ def sharpen(model, factor: float = 6.0) -> None:
                     get_submodule(layer, path).weight.mul_(factor)
 
 
-def test_every_registered_family_has_a_tiny_model():
-    assert set(registered_model_types()) - {"mixtral_dense"} <= {model_type(name) for name in TINY_NAMES}
+FAMILIES = ["llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "olmo", "olmo2", "granite",
+            "cohere", "stablelm", "bloom", "gpt2", "opt", "xglm", "phi", "phi3", "gpt_neox", "falcon"]
+
+
+def test_every_family_is_registered_and_has_a_tiny_model():
+    assert set(FAMILIES) <= set(registered_model_types())
+    assert set(FAMILIES) <= {model_type(name) for name in TINY_NAMES}
 
 
 @pytest.mark.parametrize("name", TINY_NAMES)
@@ -210,3 +215,44 @@ def test_fused_site_edit_scatters_back_into_the_projection():
             expected = model(input_ids=IDS, use_cache=False).logits
         assert torch.equal(model(input_ids=IDS, use_cache=False).logits, base)
     assert not torch.allclose(edited, base) and torch.allclose(edited, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("name, layout", [("gpt_neox", "interleaved"), ("phi3", "concat"), ("gpt2", "concat")])
+def test_a_discovered_fused_family_gets_its_layout_from_the_model(name, layout):
+    model = tiny_model(name)
+    model.config.model_type = f"unregistered_{name}"
+    geometry = model_geometry(model)
+    assert geometry.spec.notes == "discovered" and geometry.spec.qkv_layout is None
+    assert geometry.qkv_layout == layout and geometry.final_norm is not None
+    reference = model_geometry(tiny_model(name))
+    assert torch.equal(geometry.qkv_columns()["k"], reference.qkv_columns()["k"])
+    with pytest.raises(ln.LangNeuronsError, match="positional scheme is unknown"):
+        geometry.rotary_partner(0)
+
+
+@pytest.mark.parametrize("name", ["falcon", "falcon_gqa", "falcon_mha", "bloom"])
+def test_split_equals_the_modules_own_head_split(name):
+    """Falcon's ``_split_heads`` / BLOOM's ``_reshape`` on the fused output give the heads of our q / k / v sites."""
+    model = tiny_model(name)
+    geometry = model_geometry(model)
+    found: dict[str, torch.Tensor] = {}
+    sites = {site: locate_site(model, site) for site in ("attn.qkv", "attn.q", "attn.k", "attn.v")}
+    contexts = [site_hooks(site_map, lambda layer, t, site=site: found.__setitem__(site, t.clone()), layers={1})
+                for site, site_map in sites.items()]
+    for context in contexts:
+        context.__enter__()
+    with torch.no_grad():
+        model(input_ids=IDS, use_cache=False)
+    for context in contexts:
+        context.__exit__(None, None, None)
+    module = get_submodule(get_submodule(model, geometry.layers)[1], geometry.attention)
+    if hasattr(module, "_split_heads"):  # [B, T, n, D] each; Falcon-40B broadcasts k / v to every query head
+        theirs = [t.reshape(*t.shape[:2], -1, geometry.head_dim) for t in module._split_heads(found["attn.qkv"])]
+    else:  # BLOOM: [B, H, T, D] each
+        theirs = [t.transpose(1, 2) for t in module._reshape(found["attn.qkv"])]
+    q, k, v = (geometry.heads(found[site]) for site in ("attn.q", "attn.k", "attn.v"))
+    assert torch.equal(q, theirs[0])
+    for ours, model_heads in ((k, theirs[1]), (v, theirs[2])):
+        if model_heads.shape[2] == geometry.num_heads and geometry.num_kv_heads < geometry.num_heads:
+            ours = ours[:, :, [geometry.kv_head_of(h) for h in range(geometry.num_heads)]]  # query head h reads it
+        assert torch.equal(ours, model_heads)

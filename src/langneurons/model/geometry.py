@@ -153,6 +153,7 @@ class ModelGeometry:
 
         ``None`` when the coordinate is not rotated (no rotary, or beyond ``rotary_dim``).
         """
+        self._known_positions()
         r = self.rotary_dim
         if r is None or coordinate >= r:
             return None
@@ -166,6 +167,7 @@ class ModelGeometry:
         ``cos``/``sin`` are the ``position_embeddings`` the attention module receives
         (:attr:`langneurons.model.attention.AttentionInputs.cos`).
         """
+        self._known_positions()
         if self.rotary_dim is None:
             return x
         r = cos.shape[-1]
@@ -176,6 +178,12 @@ class ModelGeometry:
         else:
             turned = torch.cat((-rot[..., r // 2:], rot[..., : r // 2]), dim=-1)
         return torch.cat((rot * cos + turned * sin, rest), dim=-1)
+
+    def _known_positions(self) -> None:
+        if self.positions is None:
+            raise LangNeuronsError(f"model type {self.model_type!r}: the positional scheme is unknown; register it "
+                                   "with langneurons.register_architecture(..., positions='rotary_half' | "
+                                   "'rotary_interleaved' | 'alibi' | 'absolute')")
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

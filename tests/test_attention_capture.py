@@ -161,3 +161,42 @@ def test_a_path_that_bypasses_the_interface_is_detected():
     model = tiny_model("gpt2", attn_implementation="eager", reorder_and_upcast_attn=True)
     assert not supports_attention_capture(model)
     assert supports_attention_capture(tiny_model("gpt2", attn_implementation="eager"))
+
+
+@pytest.mark.parametrize("name", ["llama", "cohere", "gpt_neox"])
+def test_score_change_of_a_removed_coordinate_is_the_relative_rotation_of_docs(name):
+    """docs/geometry.md: removing pre-rotary q_i (k_i) removes q_t[i] (R((s-t)θ) k_s)[i] (resp. k_s[i] (R((t-s)θ) q_t)[i])."""
+    model = tiny_model(name)
+    geometry = model_geometry(model)
+    sites = {part: locate_site(model, f"attn.{part}") for part in ("q", "k")}
+    pre, captured = {}, {}
+    with torch.no_grad(), capture_attention(model, lambda layer, a: captured.setdefault(layer, a), layers={0}), \
+            site_hooks(sites["q"], lambda layer, t: pre.setdefault("q", t), layers={0}), \
+            site_hooks(sites["k"], lambda layer, t: pre.setdefault("k", t), layers={0}):
+        model(input_ids=IDS[:1])
+    inputs = captured[0]
+    q = geometry.heads(pre["q"]).transpose(1, 2)[0, 0]  # T, D (head 0 reads kv head 0)
+    k = geometry.heads(pre["k"]).transpose(1, 2)[0, 0]
+    cos, sin = inputs.cos[0], inputs.sin[0]  # T, rotary_dim: cos(t θ), sin(t θ)
+    cos_phi = cos[None, :, :] * cos[:, None, :] + sin[None, :, :] * sin[:, None, :]  # [t, s]: cos((s - t) θ)
+    sin_phi = sin[None, :, :] * cos[:, None, :] - cos[None, :, :] * sin[:, None, :]
+
+    def score(qq, kk):
+        return geometry.rotate(qq[None, None], inputs.cos[:1], inputs.sin[:1])[0, 0] @ \
+            geometry.rotate(kk[None, None], inputs.cos[:1], inputs.sin[:1])[0, 0].T
+
+    full = score(q, k)
+    torch.testing.assert_close(full, inputs.query[0, 0] @ inputs.key[0, 0].T, rtol=1e-5, atol=1e-7)
+    for i in range(geometry.head_dim):
+        j = geometry.rotary_partner(i)
+        cut_q, cut_k = q.clone(), k.clone()
+        cut_q[:, i], cut_k[:, i] = 0, 0
+        if j is None:
+            want_q = want_k = q[:, i:i + 1] * k[None, :, i]
+        else:
+            sign = 1.0 if i < j else -1.0  # first or second coordinate of its pair
+            c, s = cos_phi[..., i], sin_phi[..., i]
+            want_q = q[:, i:i + 1] * (k[None, :, i] * c - sign * k[None, :, j] * s)
+            want_k = k[None, :, i] * (q[:, i:i + 1] * c + sign * q[:, j:j + 1] * s)
+        torch.testing.assert_close(full - score(cut_q, k), want_q, rtol=1e-4, atol=1e-7)
+        torch.testing.assert_close(full - score(q, cut_k), want_k, rtol=1e-4, atol=1e-7)

@@ -1,4 +1,4 @@
-"""Attention capture: post-rotary q / k, v and the mask as the model uses them, under SDPA and eager, outputs unchanged."""
+"""Attention capture: post-rotary q / k, v and the mask as the model uses them, SDPA and eager, outputs unchanged."""
 
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def test_sdpa_inputs_reproduce_the_heads_output(name, mask):
 
 @pytest.mark.parametrize("name", ["llama", "cohere", "gpt_neox", "phi", "stablelm", "phi3", "gemma"])
 def test_rotary_info_and_the_pair_a_removed_coordinate_changes(name):
-    """geometry.rotate(pre-rotary q, cos, sin) is the captured query; zeroing coordinate c changes only c and its partner."""
+    """rotate(pre-rotary q, cos, sin) is the captured query; zeroing coordinate c changes only c and its partner."""
     model = tiny_model(name)
     geometry = model_geometry(model)
     pre: dict[int, torch.Tensor] = {}
@@ -165,7 +165,7 @@ def test_a_path_that_bypasses_the_interface_is_detected():
 
 @pytest.mark.parametrize("name", ["llama", "cohere", "gpt_neox"])
 def test_score_change_of_a_removed_coordinate_is_the_relative_rotation_of_docs(name):
-    """docs/geometry.md: removing pre-rotary q_i (k_i) removes q_t[i] (R((s-t)θ) k_s)[i] (resp. k_s[i] (R((t-s)θ) q_t)[i])."""
+    """docs/geometry.md: removing pre-rotary q_i removes q_t[i] (R((s-t)θ) k_s)[i]; k_i: k_s[i] (R((t-s)θ) q_t)[i]."""
     model = tiny_model(name)
     geometry = model_geometry(model)
     sites = {part: locate_site(model, f"attn.{part}") for part in ("q", "k")}

@@ -1,4 +1,4 @@
-"""Model geometry: head counts, fused q/k/v layouts, the GQA map and write vectors against the model's own computation."""
+"""Model geometry: head counts, fused q/k/v layouts, the GQA map and write vectors against the model's computation."""
 
 from __future__ import annotations
 
@@ -169,7 +169,8 @@ def test_write_vectors_reproduce_the_projection_output(name, site):
     for layer_index, layer in enumerate(get_submodule(model, spec.layers)):
         module = get_submodule(layer, path)
         seen = {}
-        handle = module.register_forward_hook(lambda m, a, out: seen.update(a=a[0].detach().clone(), y=out.detach().clone()))
+        handle = module.register_forward_hook(  # clones: some families add to the output in place
+            lambda m, a, out: seen.update(a=a[0].detach().clone(), y=out.detach().clone()))
         with torch.no_grad():
             model(input_ids=IDS, use_cache=False)
         handle.remove()

@@ -96,3 +96,13 @@ def test_lens_errors_and_a_wrong_head_mapping_is_caught_on_load():
                              ffn_down="mlp.down_proj", attn_o="self_attn.o_proj", final_norm=None)
     with pytest.raises(ln.LangNeuronsError, match="'llama_without_norm': final norm None.*do not reproduce"):
         model_geometry(wrong)
+
+
+@pytest.mark.parametrize("name", ["gemma2", "llama", "gpt2"])
+def test_bfloat16_models_validate_and_decode_like_the_model(name):
+    model = tiny_model(name).to(torch.bfloat16)
+    geometry = model_geometry(model)  # the head check must allow for bfloat16 rounding of the model's own logits
+    layers, logits = hidden_states(model, IDS)
+    ids, probs = logit_lens(model, layers[geometry.num_layers - 1], top_k=1)
+    assert probs.dtype == torch.float32
+    assert (ids[..., 0] == logits.float().argmax(-1)).float().mean() > 0.9  # ties in bfloat16 may differ

@@ -73,7 +73,7 @@ class AttentionInputs:
         return mask.to(dtype).clamp_min(low)
 
     def attention_weights(self) -> torch.Tensor:
-        """``float32[B, H, T, S]``: ``softmax(q k^T * scaling + mask)``, query head ``h`` on key head ``h // (H / H_kv)``.
+        """``float32[B, H, T, S]``: ``softmax(q k^T * scaling + mask)``, query head h on key head ``h // (H / H_kv)``.
 
         A reference computation (with the family's ``softcap`` when it passes one); not what SDPA runs.
         """

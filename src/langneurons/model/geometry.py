@@ -201,7 +201,7 @@ def in_out_features(module: nn.Module) -> tuple[int, int] | None:
 
 
 def weight_in_out(module: nn.Module) -> torch.Tensor:
-    """The weight of a linear layer as ``[in, out]`` (``y = x @ W + b``): ``nn.Linear.weight.T`` or ``Conv1D.weight``."""
+    """A linear layer's weight as ``[in, out]`` (``y = x @ W + b``): ``nn.Linear.weight.T`` or ``Conv1D.weight``."""
     weight = getattr(module, "weight", None)
     features = in_out_features(module)
     if weight is None or features is None or weight.dim() != 2:
@@ -212,7 +212,7 @@ def weight_in_out(module: nn.Module) -> torch.Tensor:
 
 
 def write_vectors(model: nn.Module, site: str, layer: int) -> torch.Tensor:
-    """``[width, hidden]``: row ``k`` is the vector neuron ``k`` of ``site`` at ``layer`` writes into the residual stream.
+    """``[width, hidden]``: row ``k`` is the vector neuron ``k`` of ``site`` at ``layer`` writes into the residual.
 
     ``ffn.down_in``: neuron ``k`` (the ``k``-th input of the down projection) adds ``a_k * v_k`` with
     ``v_k`` column ``k`` of ``W_down`` (an ``nn.Linear`` weight ``[hidden, d_ff]``; row ``k`` of a

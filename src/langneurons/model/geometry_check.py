@@ -20,8 +20,9 @@ from langneurons.model.geometry import ModelGeometry
 
 
 def _tolerance(tensor: torch.Tensor) -> float:
-    scale = float(tensor.abs().max()) if tensor.numel() else 1.0
-    return (1e-4 if tensor.dtype == torch.float32 else 3e-2) * max(scale, 1.0)
+    """Absolute tolerance for comparing with ``tensor`` in its own dtype (float32, float64: 1e-4; half: 3e-2)."""
+    scale = float(tensor.float().abs().max()) if tensor.numel() else 1.0
+    return (1e-4 if tensor.dtype in (torch.float32, torch.float64) else 3e-2) * max(scale, 1.0)
 
 
 def _value_heads(geometry: ModelGeometry, projected: torch.Tensor, layout: str) -> torch.Tensor:
@@ -59,7 +60,7 @@ def validate_geometry(model: nn.Module, geometry: ModelGeometry) -> ModelGeometr
             handle.remove()
     if logits is not None and not model.training and geometry.output_head is not None:
         lens = decode_logits(model, seen["last"], True, geometry).to(logits.device)
-        if not torch.allclose(lens, logits.float(), rtol=0, atol=_tolerance(logits.float())):
+        if not torch.allclose(lens, logits.float(), rtol=0, atol=_tolerance(logits)):
             raise LangNeuronsError(
                 f"model type {geometry.model_type!r}: final norm {geometry.final_norm!r} + output head "
                 f"{geometry.output_head!r} of the last layer do not reproduce the model's logits (max difference "

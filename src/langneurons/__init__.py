@@ -35,6 +35,9 @@ from langneurons.recording.recorder import record
 from langneurons.evaluation.steering import LanguageAccuracy, language_accuracy, load_language_accuracy
 from langneurons.report import build_report
 from langneurons.model.sites import locate_site
+from langneurons.model.geometry import ModelGeometry, model_geometry, write_vectors
+from langneurons.model.attention import AttentionInputs, capture_attention, supports_attention_capture
+from langneurons.model.lens import LayerLens, layer_logit_lens, logit_lens
 from langneurons.stats import ActivationStats, load_stats
 
 __all__ = [
@@ -48,6 +51,8 @@ __all__ = [
     "intervene", "load_model", "load_neurons", "load_perplexity", "load_reference_masks", "load_stats",
     "locate_site", "perplexity_matrix", "random_like", "record", "register_architecture",
     "registered_model_types", "save_reference_masks",
+    "ModelGeometry", "model_geometry", "write_vectors", "AttentionInputs", "capture_attention",
+    "supports_attention_capture", "LayerLens", "layer_logit_lens", "logit_lens",
 ]
 
 #: Modules of the flat layout before 0.2 -> where they live now (``ln.perplexity`` still resolves, lazily).

@@ -5,12 +5,17 @@ relative to one decoder layer, the FFN activation module (whose output is the ne
 ``act_fn(W_1 x)``), the down projection (whose input is the vector fed to ``W_down``) and the
 attention projections. Specs are keyed on ``config.model_type``; a model type that is not
 registered is mapped by trying the alias lists below, and every mapping is validated on the loaded
-model (see :func:`langneurons.model.sites.validate_sites`).
+model (see :func:`langneurons.model.sites.validate_site` and
+:func:`langneurons.model.geometry.model_geometry`).
+
+The geometry fields (``qkv_layout``, ``positions``, ``final_norm``, ``head_pre``) are data too: the
+head counts are read from the config by alias lists in :mod:`langneurons.model.geometry` and checked
+against the projection shapes there.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from torch import nn
@@ -32,6 +37,21 @@ class ArchitectureSpec:
         attn_qkv: path of a fused query-key-value projection, if the family fuses them.
         attn_o: path of the attention output projection; its input is the concatenated heads.
         gated: whether the FFN is gated (``act(gate) * up``), for documentation and provenance.
+        attn: path, from a decoder layer, of the attention module (the ``module`` an attention
+            function is called with); ``None`` means the parent of ``attn_o``.
+        qkv_layout: how the query / key / value columns sit in the projection outputs: ``"separate"``
+            (three modules), ``"concat"`` (one fused output ``[q | k | v]``), ``"interleaved"`` (one
+            fused output, per key/value head ``g`` the block ``[q_{g r} .. q_{g r + r - 1} | k_g | v_g]``
+            with ``r = H / H_kv``; ``r = 1`` is BLOOM's and GPT-NeoX's per-head ``[q_h | k_h | v_h]``), or the
+            name of a rule in :data:`langneurons.model.geometry.LAYOUT_RULES` that reads the config
+            (``"falcon"``). ``None``: unknown (a discovered fused family; inferred on load when possible).
+        positions: ``"rotary_half"`` (rotary on pairs ``(i, i + r/2)``), ``"rotary_interleaved"`` (pairs
+            ``(2i, 2i + 1)``), ``"alibi"``, ``"absolute"`` (learned / sinusoidal embeddings) or ``None``.
+        alibi_flag: a config attribute that, when true, replaces the rotary embedding by ALiBi (Falcon).
+        final_norm: path, from the ``*ForCausalLM`` module, of the norm after the last layer (``None``
+            when the model has none).
+        head_pre: paths of modules applied between the final norm and the output head, when present
+            (OPT's ``project_out``); a path missing from the loaded model is skipped.
     """
 
     layers: str
@@ -43,7 +63,20 @@ class ArchitectureSpec:
     attn_v: str | None = None
     attn_qkv: str | None = None
     gated: bool = False
+    attn: str | None = None
+    qkv_layout: str | None = "separate"
+    positions: str | None = "rotary_half"
+    alibi_flag: str | None = None
+    final_norm: str | None = "model.norm"
+    head_pre: tuple[str, ...] = ()
     notes: str = ""
+
+    @property
+    def attention_module(self) -> str | None:
+        """Path, from a decoder layer, of the attention module (``attn`` or the parent of ``attn_o``)."""
+        if self.attn is not None:
+            return self.attn
+        return self.attn_o.rsplit(".", 1)[0] if self.attn_o and "." in self.attn_o else None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,6 +96,7 @@ _LLAMA_LIKE = ArchitectureSpec(
 _NEOX_LIKE = dict(ffn_act="mlp.act", ffn_down="mlp.dense_4h_to_h")
 
 _REGISTRY: dict[str, ArchitectureSpec] = {
+    "cohere": replace(_LLAMA_LIKE, positions="rotary_interleaved"),
     **{
         name: _LLAMA_LIKE
         for name in (
@@ -77,7 +111,6 @@ _REGISTRY: dict[str, ArchitectureSpec] = {
             "olmo",
             "olmo2",
             "granite",
-            "cohere",
             "stablelm",
         )
     },
@@ -87,9 +120,13 @@ _REGISTRY: dict[str, ArchitectureSpec] = {
         ffn_down="mlp.dense_4h_to_h",
         attn_qkv="self_attention.query_key_value",
         attn_o="self_attention.dense",
+        qkv_layout="interleaved",
+        positions="alibi",
+        final_norm="transformer.ln_f",
     ),
     "gpt2": ArchitectureSpec(
-        layers="transformer.h", ffn_act="mlp.act", ffn_down="mlp.c_proj", attn_qkv="attn.c_attn", attn_o="attn.c_proj"
+        layers="transformer.h", ffn_act="mlp.act", ffn_down="mlp.c_proj", attn_qkv="attn.c_attn", attn_o="attn.c_proj",
+        qkv_layout="concat", positions="absolute", final_norm="transformer.ln_f",
     ),
     "opt": ArchitectureSpec(
         layers="model.decoder.layers",
@@ -99,6 +136,9 @@ _REGISTRY: dict[str, ArchitectureSpec] = {
         attn_k="self_attn.k_proj",
         attn_v="self_attn.v_proj",
         attn_o="self_attn.out_proj",
+        positions="absolute",
+        final_norm="model.decoder.final_layer_norm",
+        head_pre=("model.decoder.project_out",),
     ),
     "xglm": ArchitectureSpec(
         layers="model.layers",
@@ -108,6 +148,8 @@ _REGISTRY: dict[str, ArchitectureSpec] = {
         attn_k="self_attn.k_proj",
         attn_v="self_attn.v_proj",
         attn_o="self_attn.out_proj",
+        positions="absolute",
+        final_norm="model.layer_norm",
     ),
     "phi": ArchitectureSpec(
         layers="model.layers",
@@ -117,6 +159,7 @@ _REGISTRY: dict[str, ArchitectureSpec] = {
         attn_k="self_attn.k_proj",
         attn_v="self_attn.v_proj",
         attn_o="self_attn.dense",
+        final_norm="model.final_layernorm",
     ),
     "phi3": ArchitectureSpec(
         layers="model.layers",
@@ -125,12 +168,15 @@ _REGISTRY: dict[str, ArchitectureSpec] = {
         attn_qkv="self_attn.qkv_proj",
         attn_o="self_attn.o_proj",
         gated=True,
+        qkv_layout="concat",
     ),
     "gpt_neox": ArchitectureSpec(
-        layers="gpt_neox.layers", attn_qkv="attention.query_key_value", attn_o="attention.dense", **_NEOX_LIKE
+        layers="gpt_neox.layers", attn_qkv="attention.query_key_value", attn_o="attention.dense",
+        qkv_layout="interleaved", final_norm="gpt_neox.final_layer_norm", **_NEOX_LIKE
     ),
     "falcon": ArchitectureSpec(
-        layers="transformer.h", attn_qkv="self_attention.query_key_value", attn_o="self_attention.dense", **_NEOX_LIKE
+        layers="transformer.h", attn_qkv="self_attention.query_key_value", attn_o="self_attention.dense",
+        qkv_layout="falcon", alibi_flag="alibi", final_norm="transformer.ln_f", **_NEOX_LIKE
     ),
 }
 
@@ -141,6 +187,8 @@ FFN_ACT_ALIASES = ["mlp.act_fn", "mlp.act", "mlp.activation_fn", "mlp.gelu_impl"
                    "feed_forward.act_fn", "ffn.act_fn", "mlp.act_fn_1"]
 FFN_DOWN_ALIASES = ["mlp.down_proj", "mlp.c_proj", "mlp.fc2", "mlp.dense_4h_to_h", "fc2", "feed_forward.down_proj",
                     "mlp.w2", "ffn.down_proj"]
+FINAL_NORM_ALIASES = ["model.norm", "transformer.ln_f", "model.final_layernorm", "gpt_neox.final_layer_norm",
+                      "model.decoder.final_layer_norm", "model.layer_norm", "transformer.norm_f", "model.norm_f"]
 ATTN_ALIASES = {
     "attn_q": ["self_attn.q_proj", "attention.q_proj", "attn.q_proj"],
     "attn_k": ["self_attn.k_proj", "attention.k_proj", "attn.k_proj"],
@@ -204,7 +252,12 @@ def discover_architecture(model: nn.Module) -> ArchitectureSpec | None:
         return None
     attn = {key: _first_existing(first, aliases) for key, aliases in ATTN_ALIASES.items()}
     gated = get_submodule(first, act.rsplit(".", 1)[0] + ".up_proj" if "." in act else "up_proj") is not None
-    return ArchitectureSpec(layers=layers_path, ffn_act=act, ffn_down=down, gated=gated, notes="discovered", **attn)
+    separate = all(attn[key] is not None for key in ("attn_q", "attn_k", "attn_v"))
+    if separate:
+        attn["attn_qkv"] = None
+    return ArchitectureSpec(layers=layers_path, ffn_act=act, ffn_down=down, gated=gated, notes="discovered",
+                            qkv_layout="separate" if separate else None, positions=None,
+                            final_norm=_first_existing(model, FINAL_NORM_ALIASES), **attn)
 
 
 def resolve_architecture(model: nn.Module) -> ArchitectureSpec:

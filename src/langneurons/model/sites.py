@@ -6,6 +6,12 @@ A site is a name such as ``ffn.act`` (output of the FFN activation module, the L
 module per layer by the architecture registry, :func:`validate_site` checks on the loaded model that
 the hook fires once per layer with the same width, and :func:`site_hooks` attaches a function to
 every layer without modifying the model.
+
+On families with a fused query-key-value projection (BLOOM, GPT-2, GPT-NeoX, Phi-3, Falcon) the sites
+``attn.q``, ``attn.k`` and ``attn.v`` are views of the fused output: the hook hands the function the
+canonical head-major slice (``[..., H * D]`` or ``[..., H_kv * D]``, split by
+:class:`~langneurons.model.geometry.ModelGeometry`) and scatters a returned replacement back into the
+fused output. Edits must be returned (an in-place change of the slice is lost for interleaved layouts).
 """
 
 from __future__ import annotations
@@ -32,6 +38,9 @@ SITES: dict[str, tuple[str, Literal["output", "input"]]] = {
     "layer.out": ("", "output"),  # the decoder layer's output hidden state (residual stream)
 }
 
+#: the sites that are a view of a fused query-key-value projection where the family has one
+FUSED_VIEWS = {"attn.q": "q", "attn.k": "k", "attn.v": "v"}
+
 #: ``fn(layer, tensor[..., width]) -> replacement tensor or None``
 SiteFunction = Callable[[int, torch.Tensor], "torch.Tensor | None"]
 
@@ -46,15 +55,17 @@ class SiteMap:
     spec: ArchitectureSpec
     model_type: str
     width: int | None = None
+    #: for a view of a fused projection (``attn.q`` / ``attn.k`` / ``attn.v``): its columns in the output
+    columns: torch.Tensor | None = None
 
     @property
     def num_layers(self) -> int:
         return len(self.modules)
 
     def describe(self) -> dict:
-        attribute = SITES[self.site][0]
+        attribute = "attn_qkv" if self.columns is not None else SITES[self.site][0]
         module_path = getattr(self.spec, attribute) if attribute else ""
-        return {
+        out = {
             "site": self.site,
             "side": self.side,
             "module": f"{self.spec.layers}.{{layer}}" + (f".{module_path}" if module_path else ""),
@@ -62,6 +73,9 @@ class SiteMap:
             "num_layers": self.num_layers,
             "width": self.width,
         }
+        if self.columns is not None:
+            out["view"] = f"{self.site.split('.')[-1]} columns of the fused projection ({self.spec.qkv_layout})"
+        return out
 
 
 def model_type_of(model: nn.Module) -> str:
@@ -76,6 +90,11 @@ def locate_site(model: nn.Module, site: str = "ffn.act", validate: bool = True) 
     attribute, side = SITES[site]
     path = getattr(spec, attribute) if attribute else ""
     model_type = model_type_of(model)
+    columns = None
+    if path is None and site in FUSED_VIEWS and spec.attn_qkv is not None:
+        from langneurons.model.geometry import model_geometry
+
+        path, columns = spec.attn_qkv, model_geometry(model).qkv_columns()[FUSED_VIEWS[site]]
     if path is None:
         raise LangNeuronsError(f"site {site!r} does not exist in model type {model_type!r}")
     layers = get_submodule(model, spec.layers)
@@ -87,7 +106,7 @@ def locate_site(model: nn.Module, site: str = "ffn.act", validate: bool = True) 
             f"model type {model_type!r}: the module {path!r} is shared between layers; "
             "use the site ffn.down_in instead"
         )
-    site_map = SiteMap(site=site, side=side, modules=modules, spec=spec, model_type=model_type)
+    site_map = SiteMap(site=site, side=side, modules=modules, spec=spec, model_type=model_type, columns=columns)
     if validate:
         validate_site(model, site_map)
     return site_map
@@ -149,6 +168,29 @@ def validate_site(model: nn.Module, site_map: SiteMap) -> int:
     return site_map.width
 
 
+def _column_view(fn: SiteFunction, columns: torch.Tensor) -> SiteFunction:
+    """``fn`` on the ``columns`` of a fused output; a returned replacement is scattered back."""
+    start, count = int(columns[0]), columns.numel()
+    contiguous = bool((columns == torch.arange(start, start + count)).all())
+    on_device: dict[torch.device, torch.Tensor] = {}
+
+    def viewed(layer: int, fused: torch.Tensor) -> torch.Tensor | None:
+        if contiguous:
+            replaced = fn(layer, fused.narrow(-1, start, count))
+            if replaced is None:
+                return None
+            out = fused.clone()
+            out.narrow(-1, start, count).copy_(replaced)
+            return out
+        index = on_device.get(fused.device)
+        if index is None:
+            index = on_device[fused.device] = columns.to(fused.device)
+        replaced = fn(layer, fused.index_select(-1, index))
+        return None if replaced is None else fused.index_copy(-1, index, replaced.to(fused.dtype))
+
+    return viewed
+
+
 def _make_output_hook(fn: SiteFunction, layer: int):
     def hook(module, args, output):
         if isinstance(output, tuple):
@@ -171,6 +213,8 @@ def _make_input_hook(fn: SiteFunction, layer: int):
 def site_hooks(site_map: SiteMap, fn: SiteFunction, layers: set[int] | None = None) -> Iterator[None]:
     """Attach ``fn`` at the site of every layer (or of ``layers``) while the context is open."""
     handles = []
+    if site_map.columns is not None:
+        fn = _column_view(fn, site_map.columns)
     try:
         for layer, module in enumerate(site_map.modules):
             if layers is not None and layer not in layers:

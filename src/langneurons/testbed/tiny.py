@@ -38,21 +38,53 @@ TINY_CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
+_GQA = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+
+#: More model types, for the geometry tests (not part of every recorder test).
+TINY_MORE: dict[str, dict[str, Any]] = {
+    "qwen3": dict(_GQA, head_dim=8),
+    "gemma3_text": dict(_GQA, head_dim=8),
+    "olmo2": dict(_GQA),
+    "granite": dict(_GQA, logits_scaling=4.0, attention_multiplier=0.5),
+    "cohere": dict(_GQA, logit_scale=0.5),
+    "stablelm": dict(_GQA),
+}
+
+#: Named variants of a family: name -> (model type, config overrides).
+TINY_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "falcon_gqa": ("falcon", dict(new_decoder_architecture=True, num_kv_heads=2)),
+    "falcon_mha": ("falcon", dict(multi_query=False)),
+    "falcon_alibi": ("falcon", dict(alibi=True)),
+    "phi3_mha": ("phi3", dict(num_key_value_heads=4)),
+    "gpt_neox_full_rotary": ("gpt_neox", dict(rotary_pct=1.0)),
+}
+
+#: Every name :func:`tiny_model` accepts.
+TINY_NAMES = sorted({*TINY_CONFIGS, *TINY_MORE, *TINY_VARIANTS})
+
+
 def tiny_config(family: str, vocab_size: int = 300, **overrides: Any):
-    """A tiny ``PretrainedConfig`` of ``family`` (a ``config.model_type``)."""
+    """A tiny ``PretrainedConfig`` of ``family`` (a ``config.model_type`` or a name in :data:`TINY_VARIANTS`)."""
     from transformers import AutoConfig
 
-    kwargs = {**TINY_CONFIGS[family], "vocab_size": vocab_size, "pad_token_id": 0, "bos_token_id": 1,
+    model_type, variant = TINY_VARIANTS.get(family, (family, {}))
+    base = TINY_CONFIGS.get(model_type) or TINY_MORE[model_type]
+    kwargs = {**base, **variant, "vocab_size": vocab_size, "pad_token_id": 0, "bos_token_id": 1,
               "eos_token_id": 2, **overrides}
-    return AutoConfig.for_model(family, **kwargs)
+    return AutoConfig.for_model(model_type, **kwargs)
 
 
 def tiny_model(family: str, vocab_size: int = 300, seed: int = 0, **overrides: Any) -> torch.nn.Module:
-    """A tiny random-weight ``*ForCausalLM`` of ``family`` in eval mode, float32, on the CPU."""
+    """A tiny random-weight ``*ForCausalLM`` of ``family`` in eval mode, float32, on the CPU.
+
+    ``attn_implementation`` (``"sdpa"``, ``"eager"``) may be passed among ``overrides``.
+    """
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(tiny_config(family, vocab_size, **overrides))
+    implementation = overrides.pop("attn_implementation", None)
+    extra = {} if implementation is None else {"attn_implementation": implementation}
+    model = AutoModelForCausalLM.from_config(tiny_config(family, vocab_size, **overrides), **extra)
     return model.eval()
 
 

@@ -104,7 +104,26 @@ def load_model(
     if device_map is None:
         model.to(torch_device)
     model.eval()
+    check_geometry(model, name_or_path)
     return LoadedModel(model, tokenizer, name_or_path, revision, torch_dtype, torch_device)
+
+
+def check_geometry(model: nn.Module, name: str) -> None:
+    """Validate the model's geometry (heads, fused-qkv layout, final norm, output head) once, on load.
+
+    A family whose geometry cannot be validated still loads (FFN sites need none of it) with a one-line
+    warning; commands that need the geometry (attention sites, contribution scores, logit lens) raise then.
+    """
+    import warnings
+
+    from langneurons.errors import LangNeuronsWarning
+    from langneurons.model.geometry import model_geometry
+
+    try:
+        model_geometry(model)
+    except LangNeuronsError as exc:
+        warnings.warn(f"model {name!r}: geometry not validated ({exc}); attention-site and contribution commands "
+                      "will not work on it", LangNeuronsWarning, stacklevel=3)
 
 
 def as_loaded(

@@ -36,7 +36,7 @@ from langneurons.evaluation.steering import LanguageAccuracy, language_accuracy,
 from langneurons.report import build_report
 from langneurons.model.sites import locate_site
 from langneurons.model.geometry import ModelGeometry, model_geometry, write_vectors
-from langneurons.model.attention import AttentionInputs, capture_attention, supports_attention_capture
+from langneurons.model.attention import AttentionInputs, attention_site, capture_attention, supports_attention_capture
 from langneurons.model.lens import LayerLens, layer_logit_lens, logit_lens
 from langneurons.stats import ActivationStats, load_stats
 
@@ -51,7 +51,7 @@ __all__ = [
     "intervene", "load_model", "load_neurons", "load_perplexity", "load_reference_masks", "load_stats",
     "locate_site", "perplexity_matrix", "random_like", "record", "register_architecture",
     "registered_model_types", "save_reference_masks",
-    "ModelGeometry", "model_geometry", "write_vectors", "AttentionInputs", "capture_attention",
+    "ModelGeometry", "model_geometry", "write_vectors", "AttentionInputs", "attention_site", "capture_attention",
     "supports_attention_capture", "LayerLens", "layer_logit_lens", "logit_lens",
 ]
 

@@ -257,3 +257,36 @@ def capture_attention(model: nn.Module, fn: AttentionFunction, layers: set[int] 
         raise LangNeuronsError(problem)
     with _capturing(model, fn, None if layers is None else set(layers)):
         yield
+
+
+#: The name of the attention-internal pseudo-site (its hook hands an :class:`AttentionInputs`, not a tensor).
+ATTENTION_SITE = "attn.scores"
+
+
+class AttentionSite:
+    """A site provider (``.site``, ``.num_layers``, ``.hooks(fn, layers)``) for the recorder and statistics.
+
+    ``fn(layer, AttentionInputs)`` is called once per layer and forward pass; it must not return a value.
+    Raises at construction for families whose attention cannot be captured.
+    """
+
+    site = ATTENTION_SITE
+    width = None
+
+    def __init__(self, model: nn.Module) -> None:
+        problem = attention_capture_problem(model)
+        if problem is not None:
+            raise LangNeuronsError(problem)
+        self.model = model
+        self.num_layers = len(attention_modules(model))
+
+    def hooks(self, fn: AttentionFunction, layers: set[int] | None = None):
+        return capture_attention(self.model, fn, layers)
+
+    def describe(self) -> dict[str, Any]:
+        return {"site": self.site, "num_layers": self.num_layers, "implementation": _implementation(self.model)}
+
+
+def attention_site(model: nn.Module) -> AttentionSite:
+    """The attention-internal site provider of ``model`` (raises when the family does not support it)."""
+    return AttentionSite(model)

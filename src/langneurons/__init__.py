@@ -22,6 +22,7 @@ from langneurons.analysis import (
 from langneurons.model.architectures import ArchitectureSpec, register_architecture, registered_model_types
 from langneurons.errors import LangNeuronsError
 from langneurons.evaluation.generation import Condition, GenerationSettings, generate_texts, generate_unconditional, read_prompts
+from langneurons.interventions.edits import Add, NeuronEdit, Raise, Scale, SetValue, Zero
 from langneurons.interventions.neurons import Activate, Deactivate, activate, deactivate, intervene
 from langneurons.model.loading import load_model
 from langneurons.methods import available_methods, get_method, identify, random_like
@@ -47,7 +48,7 @@ __all__ = [
     "get_identifier", "LanguageAccuracy", "language_accuracy", "load_language_accuracy",
     "intervene", "load_model", "load_neurons", "load_perplexity", "load_reference_masks", "load_stats",
     "locate_site", "perplexity_matrix", "random_like", "record", "register_architecture",
-    "registered_model_types", "save_reference_masks",
+    "registered_model_types", "save_reference_masks", "NeuronEdit", "Zero", "SetValue", "Raise", "Scale", "Add",
 ]
 
 #: Modules of the flat layout before 0.2 -> where they live now (``ln.perplexity`` still resolves, lazily).

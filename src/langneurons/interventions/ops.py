@@ -57,7 +57,7 @@ class Op:
 
     def prepared(self, batch: int, device: torch.device, dtype: torch.dtype):
         """``(ids, mask, values)`` on ``device`` / ``dtype`` for a batch of ``batch`` rows (cached)."""
-        key = (batch, device, dtype)
+        key = (batch if self.rows is not None else None, device, dtype)
         if key not in self._cache:
             values = self.master_values()
             mask = self.mask

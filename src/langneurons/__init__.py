@@ -22,6 +22,7 @@ from langneurons.analysis import (
 from langneurons.model.architectures import ArchitectureSpec, register_architecture, registered_model_types
 from langneurons.errors import LangNeuronsError
 from langneurons.evaluation.generation import Condition, GenerationSettings, generate_texts, generate_unconditional, read_prompts
+from langneurons.interventions.edits import Add, NeuronEdit, Raise, Scale, SetValue, Zero
 from langneurons.interventions.neurons import Activate, Deactivate, activate, deactivate, intervene
 from langneurons.model.loading import load_model
 from langneurons.methods import available_methods, get_method, identify, random_like
@@ -53,6 +54,7 @@ __all__ = [
     "registered_model_types", "save_reference_masks",
     "ModelGeometry", "model_geometry", "write_vectors", "AttentionInputs", "attention_site", "capture_attention",
     "supports_attention_capture", "LayerLens", "layer_logit_lens", "logit_lens",
+    "NeuronEdit", "Zero", "SetValue", "Raise", "Scale", "Add",
 ]
 
 #: Modules of the flat layout before 0.2 -> where they live now (``ln.perplexity`` still resolves, lazily).

@@ -173,8 +173,9 @@ def perplexity_matrix(
     """
     loaded = as_loaded(model, tokenizer, device=device, dtype=dtype, device_map=device_map,
                        offload_folder=offload_folder)
-    site_map = locate_site(loaded.model, neurons.site)
-    neurons.check_shape(site_map.num_layers, site_map.width, what=f"model {loaded.name!r}")
+    site_map = {site: locate_site(loaded.model, site) for site in neurons.sites}
+    for site, located in site_map.items():
+        neurons.check_shape(located.num_layers, located.width, what=f"model {loaded.name!r}", site=site)
     if isinstance(corpus, PackedCorpus):
         packed = corpus
     else:
@@ -195,7 +196,7 @@ def perplexity_matrix(
     nll, tokens = evaluate_conditions(loaded.model, packed, conditions, edit, batch_size, progress)
     meta = {
         **loaded.provenance(),
-        "site": neurons.site,
+        "site": neurons.sites[0] if len(neurons.sites) == 1 else neurons.sites,
         "neurons": {"method": neurons.method, "parameters": neurons.parameters, "sizes": neurons.sizes(),
                     "source": neurons.source},
         "random": {"seed": random_seed, "sizes": random_set.sizes() if random_set else None},

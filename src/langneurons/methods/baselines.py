@@ -99,9 +99,29 @@ def random_neuron_set(sizes: dict[str, int], num_layers: int, width: int, seed: 
                      parameters={"seed": seed, "sizes": sizes})
 
 
-def random_like(neurons: NeuronSet, seed: int = 0) -> NeuronSet:
-    """A random set with, for every language, as many neurons as ``neurons`` has (the paper's random row)."""
-    result = random_neuron_set(neurons.sizes(), neurons.num_layers, neurons.width, seed=seed, site=neurons.site)
-    result.source = dict(neurons.source)
-    result.parameters["matched"] = neurons.method
-    return result
+def random_like(neurons: NeuronSet, seed: int = 0, per_layer: bool = False) -> NeuronSet:
+    """A random set with, for every language and site, as many neurons as ``neurons`` has (the paper's random row).
+
+    ``per_layer=True`` also matches the count of every layer (neurons drawn within each layer), the control
+    of a deactivation by layer band. A one-site set draws exactly as in 0.1 (same seed, same neurons).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    parts = {}
+    for site in neurons.sites:
+        num_layers, width = neurons.grid(site)
+        if not per_layer and len(neurons.sites) == 1:
+            part = random_neuron_set(neurons.sizes(site), num_layers, width, seed=seed, site=site)
+            parts[site] = {lang: part.layers(lang) for lang in part.languages}
+            continue
+        parts[site] = {}
+        for lang in neurons.languages:
+            if per_layer:
+                parts[site][lang] = [torch.randperm(width, generator=generator)[:int(ids.numel())]
+                                     for ids in neurons.layers(lang, site)]
+            else:
+                flat = torch.randperm(num_layers * width, generator=generator)[:neurons.size(lang, site)]
+                parts[site][lang] = [flat[flat // width == layer] % width for layer in range(num_layers)]
+    layers = {lang: {site: parts[site][lang] for site in neurons.sites} for lang in neurons.languages}
+    parameters = {"seed": seed, "sizes": neurons.sizes(), "matched": neurons.method,
+                  **({"per_layer": True} if per_layer else {})}
+    return NeuronSet(layers, grids=neurons.grids, method="random", parameters=parameters, source=neurons.source)

@@ -186,7 +186,15 @@ def layer_counts_table(languages: list[str], counts: list[list[int]]) -> str:
 def render_neuron_set(artefact: Artefact) -> str:
     from langneurons.sets.neuronset import load_neurons
 
-    neurons = load_neurons(artefact.path)
+    loaded = load_neurons(artefact.path)
+    if len(loaded.sites) == 1:
+        return _render_neuron_site(artefact, loaded)
+    return "".join(f"<h4>Site {site}</h4>" + _render_neuron_site(artefact, loaded.restrict(sites=[site]),
+                                                                 details=index == len(loaded.sites) - 1)
+                   for index, site in enumerate(loaded.sites))
+
+
+def _render_neuron_site(artefact: Artefact, neurons: Any, details: bool = True) -> str:
     total = neurons.num_layers * neurons.width
     sizes = neurons.sizes()
     counts = neurons.layer_counts().tolist()
@@ -202,12 +210,11 @@ def render_neuron_set(artefact: Artefact) -> str:
         table(["language", "neurons", "share of all neurons"], size_rows, caption="neurons per language"),
         layer_distribution_figure(neurons),
         layer_counts_table(neurons.languages, counts),
-        figures(artefact), tables(artefact),
-        "<h4>Provenance</h4>",
-        provenance(artefact),
     ]
-    if source.get("corpus"):
-        parts.append(_corpus_table(source["corpus"], None, "statistics corpus"))
+    if details:  # once per artefact, after its last site
+        parts += [figures(artefact), tables(artefact), "<h4>Provenance</h4>", provenance(artefact)]
+        if source.get("corpus"):
+            parts.append(_corpus_table(source["corpus"], None, "statistics corpus"))
     return "".join(parts)
 
 
@@ -217,8 +224,10 @@ def run_summary(run: Run) -> dict[str, Any]:
     models, languages, sites, created = [], [], [], []
     for artefact in run.artefacts:
         meta = artefact.meta
-        for value, into in ((model_of(meta), models), (meta.get("site"), sites), (meta.get("created"), created)):
-            if value and value not in into:
+        site_values = [meta.get("site"), *(meta.get("sites") if isinstance(meta.get("sites"), list) else [])]
+        for value, into in ((model_of(meta), models), *((site, sites) for site in site_values),
+                            (meta.get("created"), created)):
+            if value and isinstance(value, str) and value not in into:
                 into.append(value)
         for lang in meta.get("languages") or []:
             if isinstance(lang, str) and lang not in languages:

@@ -15,6 +15,10 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         choices=["float32", "bfloat16", "float16"],
         help="compute dtype (default: float32 on CPU, bfloat16 on GPU)",
     )
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="run the model's own modelling code from the hub (only for models you trust)")
+    parser.add_argument("--attn-implementation", default=None,
+                        help="attention implementation: sdpa, eager, flash_attention_2, ... (default: the model's)")
     parser.add_argument(
         "--site",
         default="ffn.act",
@@ -43,7 +47,9 @@ def load_model_from_args(args: argparse.Namespace):
     from langneurons.model.loading import load_model
 
     return load_model(args.model, device=args.device, dtype=args.dtype, revision=args.revision,
-                      device_map=args.device_map, offload_folder=args.offload_folder)
+                      device_map=args.device_map, offload_folder=args.offload_folder,
+                      trust_remote_code=getattr(args, "trust_remote_code", False),
+                      attn_implementation=getattr(args, "attn_implementation", None))
 
 
 def add_corpus_options(parser: argparse.ArgumentParser, corpus_help: str) -> None:

@@ -74,11 +74,15 @@ def load_model(
     revision: str | None = None,
     device_map: str | dict | None = None,
     offload_folder: str | os.PathLike | None = None,
+    trust_remote_code: bool = False,
+    attn_implementation: str | None = None,
 ) -> LoadedModel:
     """Load ``AutoModelForCausalLM`` and ``AutoTokenizer`` in eval mode.
 
     ``device_map`` (e.g. ``"auto"``) places a model larger than one device with accelerate; with
     ``offload_folder``, layers that fit on no device are kept on disk there and loaded per forward.
+    ``trust_remote_code`` runs a hub model's own modelling code (only for models you trust);
+    ``attn_implementation`` picks ``sdpa`` (default), ``eager``, ``flash_attention_2``, ...
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -90,6 +94,10 @@ def load_model(
     kwargs: dict[str, Any] = {"dtype": torch_dtype}
     if revision:
         kwargs["revision"] = revision
+    if trust_remote_code:
+        kwargs["trust_remote_code"] = True
+    if attn_implementation is not None:
+        kwargs["attn_implementation"] = attn_implementation
     if device_map is not None:
         kwargs["device_map"] = device_map
     if offload_folder is not None:
@@ -97,7 +105,8 @@ def load_model(
             raise LangNeuronsError("an offload folder needs a device map (e.g. device_map='auto')")
         kwargs["offload_folder"] = str(offload_folder)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision)
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision,
+                                                  **({"trust_remote_code": True} if trust_remote_code else {}))
         model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
     except (OSError, ValueError, KeyError, ImportError) as exc:
         raise LangNeuronsError(f"cannot load model {name_or_path!r}: {_first_line(exc)}") from None

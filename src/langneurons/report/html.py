@@ -294,6 +294,9 @@ p.warning{background:#fff6e5;border:1px solid #f0c36d;border-radius:6px;padding:
 ul.artefacts{list-style:none;padding:0;margin:6px 0;font-size:13.5px}
 ul.artefacts li{padding:3px 0;border-bottom:1px solid #eef0f3}
 ul.artefacts a{color:var(--accent)}
+.findings{background:#f0f5fb;border-left:4px solid var(--accent);padding:6px 14px;border-radius:4px;margin:8px 0 14px}
+.findings h3{margin:4px 0;font-size:15px}.findings ul{margin:4px 0;padding-left:18px;font-size:14px}
+.findings li{margin:3px 0}.findings a{color:var(--accent);font-weight:600}.findings .badge{margin:0 6px}
 .legend{display:inline-flex;align-items:center;gap:6px;font-size:12px;color:var(--muted)}
 .legend i{display:inline-block;width:90px;height:10px;border-radius:2px;border:1px solid var(--line)}
 footer.bottom{color:var(--muted);font-size:12.5px;padding:0 32px 28px;text-align:center}

@@ -204,8 +204,9 @@ class Target:
 
     ``role``: ``"artefact"`` (a folder with ``meta.json``), ``"file"``, ``"workdir"`` (may exist and is reused,
     e.g. checkpoints) or ``"folder"`` (a folder of outputs, e.g. a model or the demo's run; ``marker`` names the
-    file a previous result holds). ``replaceable(path)`` says when existing contents are replaced without
-    ``--force`` (a previous report, the demo's own output).
+    file a previous result holds; ``""``: any non-empty folder may be written into with ``--force``).
+    ``replaceable(path)`` says when existing contents are replaced without ``--force`` (a previous report, the
+    demo's own output).
     """
 
     flag: str
@@ -258,7 +259,7 @@ def _existing(target: Target, path: Path, force: bool) -> None:
         return
     if target.replaceable and target.replaceable(path):
         return
-    if not (path / target.marker).exists():
+    if target.marker and not (path / target.marker).exists():
         raise LangNeuronsError(f"{where} exists and is not a langneurons output (no {target.marker}); refusing to "
                                f"write there, even with --force (choose another {target.flag})")
     if not force:

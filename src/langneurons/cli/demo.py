@@ -25,13 +25,11 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from langneurons.cli._common import prepare_outputs
-    from langneurons.sets.artefacts import Target
-    from langneurons.testbed.demo import DEMO_ENTRIES, is_demo_run, run_demo
-
     from pathlib import Path
 
-    from langneurons.sets.artefacts import allow_replacing
+    from langneurons.cli._common import prepare_outputs
+    from langneurons.sets.artefacts import Target, allow_replacing
+    from langneurons.testbed.demo import DEMO_ENTRIES, is_demo_run, run_demo
 
     prepare_outputs(args, [Target("--out", args.out, role="folder", marker="", replaceable=is_demo_run)],
                     {"--model": args.model, "--corpus": args.corpus, "--valid": args.valid})

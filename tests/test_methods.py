@@ -98,23 +98,135 @@ def test_random_is_seeded_and_sized():
     assert matched.sizes() == {"l0": 2, "l1": 1, "l2": 1}
 
 
+def contract_stats():
+    generator = torch.Generator().manual_seed(0)
+    probs = torch.rand(3, 4, 50, dtype=torch.float64, generator=generator)
+    return stats_from_probabilities(probs, means=probs - 0.2)
+
+
+def contract_models():
+    """A base and three "fine-tuned" state dicts: each language moved every entry by its own random amount."""
+    from langneurons.methods.parameter_variation import ParameterChanges
+
+    generator = torch.Generator().manual_seed(0)
+    shapes = {f"layers.{i}.w": (16, 16) for i in range(3)}
+    base = {name: torch.randn(shape, generator=generator) for name, shape in shapes.items()}
+    tuned = {lang: {name: w + torch.randn(w.shape, generator=generator) * torch.rand(w.shape, generator=generator)
+                    for name, w in base.items()} for lang in ("l0", "l1", "l2")}
+    return ParameterChanges(base, tuned, parameters=shapes)
+
+
+#: what each kind of method input looks like in the contract test; a method consuming something new adds one
+CONTRACT_DATA = {"activation_stats": contract_stats, "models": contract_models}
+
+
+def canonical(result) -> dict:
+    """A comparable view of a neuron set or parameter set."""
+    if isinstance(result, ln.NeuronSet):
+        return as_dict(result)
+    return {lang: {name: ids.tolist() for name, ids in result.indices(lang).items()} for lang in result.languages}
+
+
+def fingerprint(value, depth: int = 0, seen: set | None = None) -> list:
+    """Every tensor (cloned) and scalar reachable from ``value`` (attributes, dicts, lists), for a no-mutation check."""
+    seen = set() if seen is None else seen
+    if isinstance(value, torch.Tensor):
+        return [value.detach().clone()]
+    if isinstance(value, (int, float, str, bool, type(None))):
+        return [value]
+    if id(value) in seen or depth > 4:
+        return []
+    seen.add(id(value))
+    if isinstance(value, dict):
+        return [item for key in sorted(value, key=str) for item in [key, *fingerprint(value[key], depth + 1, seen)]]
+    if isinstance(value, (list, tuple)):
+        return [item for v in value for item in fingerprint(v, depth + 1, seen)]
+    if hasattr(value, "__dict__"):
+        return fingerprint(vars(value), depth + 1, seen)
+    return []
+
+
+def same(first: list, second: list) -> bool:
+    return len(first) == len(second) and all(
+        (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a, b))
+        or (not isinstance(a, torch.Tensor) and a == b) for a, b in zip(first, second))
+
+
 @pytest.mark.parametrize("name", available_methods())
 def test_method_contract(name):
-    """Every method: explicit params, fit returns self, scores_ [L, I], select is pure and well-formed."""
-    torch.manual_seed(0)
-    probs = torch.rand(3, 4, 50, dtype=torch.float64)
-    stats = stats_from_probabilities(probs, means=probs - 0.2)
+    """Every registered method: declared input and output, explicit keyword parameters with defaults, select()
+    only after fit(), select() pure, result of the declared type with the method's name, parameters and the
+    data's provenance, unknown parameters a one-line error."""
+    import inspect
+
+    from langneurons.methods import CONSUMES, RETURNS, method_class
+    from langneurons.sets.parameterset import ParameterSet
+
+    cls = method_class(name)
+    assert cls.consumes in CONSUMES and cls.returns in RETURNS
+    assert cls.consumes in CONTRACT_DATA, f"no contract data for consumes={cls.consumes!r}: add it to CONTRACT_DATA"
+    signature = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    defaults = {p.name: p.default for p in signature}
+    assert defaults and all(p.default is not p.empty and p.kind is p.POSITIONAL_OR_KEYWORD for p in signature)
     method = get_method(name)
-    assert isinstance(method.get_params(), dict) and method.get_params()
-    assert method.fit(stats) is method
-    assert method.scores_.shape == (4, 50)
+    assert method.get_params() == defaults  # every parameter explicit, stored under its own name
+    assert get_method(name, **defaults).get_params() == defaults
+    with pytest.raises(ln.LangNeuronsError, match="before fit"):
+        method.select()
+
+    data = CONTRACT_DATA[cls.consumes]()
+    assert method.fit(data) is method
+    state = fingerprint(vars(method))
     first, second = method.select(), method.select()
-    assert as_dict(first) == as_dict(second)
-    assert first.method == name and first.languages == stats.languages
-    assert (first.num_layers, first.width) == (4, 50)
+    assert same(fingerprint(vars(method)), state)  # select() changes nothing
+    assert first is not second and canonical(first) == canonical(second)
+    assert isinstance(first, {"neuron_set": ln.NeuronSet, "parameter_set": ParameterSet}[cls.returns])
+    assert first.method == name and first.languages == data.languages
+    assert all(first.parameters[key] == value for key, value in defaults.items())
+    assert isinstance(first.source, dict) and first.source  # provenance of the data it was fitted on
     assert sum(first.sizes().values()) > 0
-    with pytest.raises(ln.LangNeuronsError):
+    if cls.returns == "neuron_set":
+        assert method.scores_.shape == (4, 50) and (first.num_layers, first.width) == (4, 50)
+    with pytest.raises(ln.LangNeuronsError, match="no_such_parameter") as error:
         get_method(name, no_such_parameter=1)
+    assert "\n" not in str(error.value)
+
+
+def test_registration_checks_the_declaration():
+    from langneurons.methods import NeuronMethod, register_method
+
+    class NoDefault(NeuronMethod):
+        name = "no_default_test"
+
+        def __init__(self, rate):
+            self.rate = rate
+
+    class Star(NeuronMethod):
+        name = "star_test"
+
+        def __init__(self, **params):
+            self.params = params
+
+    class Consumes(NeuronMethod):
+        name = "consumes_test"
+        consumes = "text"
+
+    for cls, message in ((NoDefault, "no default"), (Star, "explicitly"), (Consumes, "consumes")):
+        with pytest.raises(ValueError, match=message):
+            register_method(cls)
+        assert cls.name not in available_methods()
+
+
+def test_pv_is_a_registered_method_of_models():
+    from langneurons.methods import method_class
+
+    assert "pv" in available_methods(consumes="models", returns="parameter_set")
+    assert "pv" not in available_methods(consumes="activation_stats")
+    assert method_class("pv").returns == "parameter_set"
+    with pytest.raises(ln.LangNeuronsError, match="not activation statistics"):
+        ln.identify(contract_stats(), "pv")
+    with pytest.raises(ln.LangNeuronsError, match=r"unknown method 'nope'; available: .*pv \(models -> parameter_set\)"):
+        get_method("nope")
 
 
 def test_unknown_method_is_a_clear_error():

@@ -20,11 +20,26 @@ from langneurons.analysis.output import (
     Table,
     layer_header,
     neuron_set_provenance,
+    summary_of,
+    declare_kind,
 )
 from langneurons.errors import LangNeuronsError
 from langneurons.sets.neuronset import NeuronSet
 
-KIND = "method_comparison"
+
+
+def _headline(artefact) -> str | None:
+    pairs = summary_of(artefact).get("jaccard_all")
+    if not isinstance(pairs, dict) or not pairs:
+        return None
+    shown = ", ".join(f"{pair} {value:.3f}" for pair, value in list(pairs.items())[:4]
+                      if isinstance(value, (int, float)))
+    return f"Jaccard overlap of the sets over all languages: {shown}." if shown else None
+
+
+KIND = declare_kind("method_comparison", "Method comparison", 45,
+                    "How much the neuron sets of several methods agree: sizes, Jaccard overlap, layer distributions.",
+                    _headline)
 ALL = "all"
 
 

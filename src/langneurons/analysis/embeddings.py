@@ -15,6 +15,7 @@ Cosine: ``a.b / (max(|a|, eps) * max(|b|, eps))`` in float64, ``eps = 1e-8`` (a 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ from langneurons.analysis.output import (
     layer_header,
     neuron_set_provenance,
     pair_names,
+    summary_of,
+    declare_kind,
 )
 from langneurons.data.corpus import file_sha256, find_corpus_files, load_parallel
 from langneurons.errors import LangNeuronsError
@@ -37,7 +40,29 @@ from langneurons.model.loading import LoadedModel, as_loaded
 from langneurons.sets.neuronset import NeuronSet
 from langneurons.stats.pooled import PooledVectors
 
-SES_KIND, DOMINANCE_KIND = "ses", "dominance"
+
+
+def _ses_headline(artefact) -> str | None:
+    summary = summary_of(artefact)
+    if not isinstance(summary.get("peak_mean_ses"), (int, float)):
+        return None
+    return (f"Mean SES over language pairs peaks at layer {summary.get('peak_layer')} ({summary['peak_mean_ses']:.3f}; "
+            f"first layer {summary.get('first_layer_mean_ses', math.nan):.3f}, last "
+            f"{summary.get('last_layer_mean_ses', math.nan):.3f}).")
+
+
+def _dominance_headline(artefact) -> str | None:
+    summary = summary_of(artefact)
+    lang, means = summary.get("most_dominant"), summary.get("mean_over_layers")
+    if not lang or not isinstance(means, dict) or lang not in means:
+        return None
+    return f"{lang} is the most dominant language (mean dominance score {means[lang]:.3f} over layers)."
+
+
+SES_KIND = declare_kind("ses", "Sentence-embedding similarity (SES)", 60,
+                        "Similarity of aligned sentence embeddings across layers (LAPE paper, Figure 6).", _ses_headline)
+DOMINANCE_KIND = declare_kind("dominance", "Language dominance", 65,
+                              "Language dominance per layer (LAPE paper, eq. 6, Figure 7).", _dominance_headline)
 EPS = 1e-8
 
 

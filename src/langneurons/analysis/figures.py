@@ -1,4 +1,9 @@
-"""Figures of the analyses (matplotlib, Agg backend): line plots, labelled heatmaps, small multiples."""
+"""Figures of the analyses (matplotlib): line plots, labelled heatmaps, small multiples.
+
+Figures are drawn on :class:`matplotlib.figure.Figure` objects directly, never through ``pyplot``: no backend
+is selected, no global figure state is touched, and it works headless whatever backend the user chose (the
+PNG is rendered by Agg when it is saved).
+"""
 
 from __future__ import annotations
 
@@ -6,26 +11,32 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 
-def _save(fig, path: str | Path) -> Path:
+def new_figure(figsize: tuple[float, float], dpi: int = 110) -> Figure:
+    """A figure outside ``pyplot`` (nothing global changes; saved by Agg)."""
+    return Figure(figsize=figsize, dpi=dpi)
+
+
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Lay out ``fig`` and write it to ``path`` (PNG by the suffix)."""
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return Path(path)
+
+
+_save = save_figure
 
 
 def line_plot(x: Sequence[float], series: Mapping[str, Sequence[float]], path: str | Path, title: str,
               xlabel: str, ylabel: str, markers: bool = True, integer_x: bool = True) -> Path:
     """One line per entry of ``series`` (``name -> values over x``)."""
-    fig, ax = plt.subplots(figsize=(7, 3.8), dpi=110)
+    fig = new_figure((7, 3.8))
+    ax = fig.subplots()
     if integer_x:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for name, values in series.items():
@@ -47,7 +58,8 @@ def heatmap(values: torch.Tensor, rows: Sequence[str], columns: Sequence[str], p
     ``diverging``: a red-blue scale centred on 0 (changes); otherwise viridis.
     """
     data = values.double().numpy()
-    fig, ax = plt.subplots(figsize=(1.6 + 0.7 * len(columns), 1.2 + 0.5 * len(rows)), dpi=110)
+    fig = new_figure((1.6 + 0.7 * len(columns), 1.2 + 0.5 * len(rows)))
+    ax = fig.subplots()
     if diverging:
         finite = data[~np.isnan(data)]
         limit = float(np.abs(finite).max()) if finite.size and np.abs(finite).max() > 0 else 1.0
@@ -76,7 +88,8 @@ def heatmap(values: torch.Tensor, rows: Sequence[str], columns: Sequence[str], p
 def curve_with_bars(curve: Sequence[float], curve_label: str, bars: Sequence[float] | None, bars_label: str,
                     path: str | Path, title: str) -> Path:
     """A curve over layers (left axis) with optional bars over the same layers (right axis): Figure 6."""
-    fig, ax = plt.subplots(figsize=(7, 3.8), dpi=110)
+    fig = new_figure((7, 3.8))
+    ax = fig.subplots()
     layers = list(range(len(curve)))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if bars is not None:
@@ -99,7 +112,8 @@ def small_multiples(panels: Mapping[str, Mapping[str, Sequence[float]]], path: s
     count = max(len(panels), 1)
     columns = min(count, 3)
     rows = math.ceil(count / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 2.8 * rows), dpi=110, squeeze=False)
+    fig = new_figure((4.2 * columns, 2.8 * rows))
+    axes = fig.subplots(rows, columns, squeeze=False)
     for ax, (name, series) in zip(axes.flat, panels.items()):
         for label, values in series.items():
             ax.plot(range(len(values)), list(values), marker="o", markersize=2, label=label)

@@ -20,10 +20,24 @@ from langneurons.analysis.output import (
     Table,
     layer_header,
     neuron_set_provenance,
+    summary_of,
+    declare_kind,
 )
 from langneurons.sets.neuronset import NeuronSet
 
-KIND = "layer_distribution"
+
+
+def _headline(artefact) -> str | None:
+    summary = summary_of(artefact)
+    if not isinstance(summary.get("distinct"), int) or summary.get("peak_layer") is None:
+        return None
+    layers = (artefact.meta.get("neurons") or {}).get("num_layers")
+    return (f"Language-specific neurons peak at layer {summary['peak_layer']}" + (f" of {layers}" if layers else "")
+            + f": {summary['distinct']:,} distinct neurons ({summary.get('sum', 0):,} counted once per language).")
+
+
+KIND = declare_kind("layer_distribution", "Layer distribution", 40,
+                    "Selected neurons per layer and language (LAPE paper, Figure 5, Tables 6, 8-10).", _headline)
 
 
 def distinct_layer_counts(neurons: NeuronSet) -> torch.Tensor:

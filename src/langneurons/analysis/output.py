@@ -1,135 +1,71 @@
-"""Self-describing analysis directories: CSV tables, PNG figures and a ``meta.json`` that lists them.
+"""The output style of the analyses: :mod:`langneurons.sets.output` (the one style), plus their shared helpers.
 
-Every analysis writes one directory atomically::
-
-    OUT/
-      meta.json      {"kind": ..., "schema_version": 1, "created", "environment", "title",
-                      "tables":  [{"file": "x.csv", "title", "rows", "columns"}, ...],
-                      "figures": [{"file": "x.png", "title"}, ...],
-                      "summary": {...headline numbers...}, ...provenance...}
-      *.csv          header row, then one row per named row
-      *.png
-
-so that a report can render whatever a run directory holds without knowing the analysis.
+Every analysis returns a result whose ``output()`` is an :class:`~langneurons.sets.output.Output`
+(tables, figures, arrays, raw records, a ``summary``, provenance) and whose ``save(dir)`` writes it. A new
+analysis declares its kind with :func:`register_kind` next to its writer and, for the report, registers a
+section (:func:`langneurons.report.sections.register_section`: title, order, lead, headline; the generic
+renderer shows its tables, figures, summary and provenance).
 """
 
 from __future__ import annotations
 
-import csv
-import json
-import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from langneurons.sets.artefacts import atomic_directory, sidecar, write_json
 from langneurons.errors import LangNeuronsError
+from langneurons.sets.output import (
+    HEAD_KEYS,
+    Array,
+    Figure,
+    KindsView,
+    Output,
+    Records,
+    Table,
+    format_cell,
+    read_array,
+    read_output_meta,
+    read_records,
+    read_table,
+    register_kind,
+    registered_kinds,
+)
 
 SCHEMA_VERSION = 1
+RESERVED_KEYS = HEAD_KEYS
+#: every registered output kind, live (an open registry: ``register_kind`` adds to it)
+KINDS = KindsView()
+#: the 0.1 name of :class:`~langneurons.sets.output.Output`
+AnalysisOutput = Output
 
-#: sidecar keys that provenance copied from another artefact's meta must not override
-RESERVED_KEYS = ("kind", "schema_version", "created", "environment", "tensors_sha256", "title", "tables", "figures",
-                 "summary")
-
-#: the kinds of analysis directory this package writes
-KINDS = ("layer_distribution", "overlap", "selection_sweep", "ses", "dominance", "method_comparison")
-
-
-def format_cell(value: Any) -> str:
-    """A CSV cell: ints as ints, floats with 6 decimals (``nan`` for undefined), anything else as text."""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.6f}"
-    return str(value)
+__all__ = ["AnalysisOutput", "Array", "Figure", "KINDS", "Output", "RESERVED_KEYS", "Records", "SCHEMA_VERSION",
+           "Table", "declare_kind", "format_cell", "summary_of", "layer_header", "neuron_set_provenance", "pair_names", "read_analysis_meta",
+           "read_array", "read_records", "read_table", "register_kind", "registered_kinds"]
 
 
-@dataclass
-class Table:
-    """One CSV file: ``header`` then ``rows``; ``rows_are`` / ``columns_are`` say what they name."""
+def declare_kind(kind: str, title: str, order: int, lead: str = "", headline: Callable[[Any], str | None] | None = None,
+                 renderer: Callable[[Any], str] | None = None, schema_version: int = 1) -> str:
+    """Declare an output kind and its report section in one call (where the kind is defined); returns ``kind``.
 
-    file: str
-    title: str
-    header: list[str]
-    rows: list[list[Any]]
-    rows_are: str
-    columns_are: str
+    ``headline(artefact) -> str | None`` is its one-sentence finding for the top of the report (read
+    ``artefact.meta["summary"]``); ``renderer`` defaults to the generic card.
+    """
+    from langneurons.report.sections import register_section
 
-    def write(self, directory: Path) -> None:
-        with open(directory / self.file, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(self.header)
-            for row in self.rows:
-                writer.writerow([format_cell(value) for value in row])
-
-    def describe(self) -> dict[str, str]:
-        return {"file": self.file, "title": self.title, "rows": self.rows_are, "columns": self.columns_are}
+    register_kind(kind, schema_version, title)
+    register_section(kind, renderer, title, order, lead, headline)
+    return kind
 
 
-@dataclass
-class Figure:
-    """One PNG file drawn by ``draw(path)``."""
-
-    file: str
-    title: str
-    draw: Callable[[Path], Any]
-
-    def describe(self) -> dict[str, str]:
-        return {"file": self.file, "title": self.title}
-
-
-@dataclass
-class AnalysisOutput:
-    """What an analysis writes: its kind, tables, figures, headline numbers and provenance."""
-
-    kind: str
-    title: str
-    tables: list[Table]
-    figures: list[Figure] = field(default_factory=list)
-    summary: dict[str, Any] = field(default_factory=dict)
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def save(self, directory: str | Path, plot: bool = True) -> Path:
-        """Write every table, figure (unless ``plot`` is false) and ``meta.json`` into ``directory`` atomically."""
-        if self.kind not in KINDS:
-            raise ValueError(f"unknown analysis kind {self.kind!r}")
-        with atomic_directory(directory) as staging:
-            for table in self.tables:
-                table.write(staging)
-            figures = self.figures if plot else []
-            for figure in figures:
-                figure.draw(staging / figure.file)
-            head = {"title": self.title, "tables": [t.describe() for t in self.tables],
-                    "figures": [f.describe() for f in figures], "summary": self.summary}
-            provenance = {key: value for key, value in self.meta.items() if key not in RESERVED_KEYS}
-            write_json(staging / "meta.json", sidecar(self.kind, SCHEMA_VERSION, {**head, **provenance}))
-        return Path(directory)
-
-
-def read_table(path: str | Path) -> tuple[list[str], list[list[str]]]:
-    """``(header, rows)`` of a CSV written by :class:`Table` (cells as text)."""
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            rows = list(csv.reader(handle))
-    except OSError as exc:
-        raise LangNeuronsError(f"cannot read table {str(path)!r}: {exc.strerror}") from None
-    if not rows:
-        raise LangNeuronsError(f"table {str(path)!r} is empty")
-    return rows[0], rows[1:]
+def summary_of(artefact: Any) -> dict[str, Any]:
+    """The ``summary`` of an artefact's ``meta.json`` (``{}`` when absent)."""
+    summary = artefact.meta.get("summary")
+    return summary if isinstance(summary, dict) else {}
 
 
 def read_analysis_meta(directory: str | Path) -> dict[str, Any]:
-    """The ``meta.json`` of an analysis directory, checked to be one of :data:`KINDS`."""
-    path = Path(directory) / "meta.json"
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except OSError:
-        raise LangNeuronsError(f"{str(directory)!r} is not an analysis directory (no meta.json)") from None
-    except json.JSONDecodeError:
-        raise LangNeuronsError(f"{str(path)!r} is corrupt (not JSON)") from None
+    """The ``meta.json`` of an output folder, checked to be of a registered kind."""
+    meta = read_output_meta(directory, what="an analysis directory")
     if meta.get("kind") not in KINDS:
         raise LangNeuronsError(f"{str(directory)!r} holds a {meta.get('kind')!r} output, not an analysis")
     return meta

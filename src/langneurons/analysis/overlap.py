@@ -24,10 +24,23 @@ from langneurons.analysis.output import (
     Figure,
     Table,
     neuron_set_provenance,
+    summary_of,
+    declare_kind,
 )
 from langneurons.sets.neuronset import NeuronSet
 
-KIND = "overlap"
+
+
+def _headline(artefact) -> str | None:
+    summary = summary_of(artefact)
+    pair, share = summary.get("most_shared_pair"), summary.get("most_shared_share")
+    if not pair or not isinstance(share, (int, float)):
+        return None
+    return f"The most shared pair is {pair}: {share:.1%} of their neurons are shared (|N_x ∩ N_y| / |N_x ∪ N_y|)."
+
+
+KIND = declare_kind("overlap", "Overlap between languages", 50,
+                    "Shared neurons between languages' sets (LAPE paper, section 3.2).", _headline)
 
 
 def intersection_counts(neurons: NeuronSet) -> torch.Tensor:

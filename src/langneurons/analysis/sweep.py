@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from langneurons.analysis.output import AnalysisOutput, Figure, Table
+from langneurons.analysis.output import AnalysisOutput, Figure, Table, declare_kind, summary_of
 from langneurons.data.corpus import PackedCorpus, default_seq_len, load_corpus
 from langneurons.errors import LangNeuronsError
 from langneurons.interventions.neurons import deactivate
@@ -26,7 +26,21 @@ from langneurons.methods import get_method
 from langneurons.evaluation.perplexity import corpus_nll
 from langneurons.model.sites import locate_site
 
-KIND = "selection_sweep"
+
+
+def _headline(artefact) -> str | None:
+    summary = summary_of(artefact)
+    lang, changes = summary.get("language"), summary.get("relative_change_at_max_ratio")
+    if not lang or not isinstance(changes, dict) or lang not in changes:
+        return None
+    others = [v for k, v in changes.items() if k != lang and isinstance(v, (int, float))]
+    text = f"Deactivating {lang}'s neurons at ratio {summary.get('max_ratio', 0):.0%} changes its perplexity by " \
+           f"{changes[lang]:+.1%}"
+    return text + (f" (other languages {sum(others) / len(others):+.1%} on average)." if others else ".")
+
+
+KIND = declare_kind("selection_sweep", "Selection-ratio sweep", 55,
+                    "PPL change as the selection ratio grows (LAPE paper, Figure 4).", _headline)
 #: the paper's range, 0 to 10% in steps of 1%
 DEFAULT_RATIOS = tuple(round(0.01 * step, 2) for step in range(11))
 

@@ -83,3 +83,26 @@ def parse_param_items(items: list[str]) -> dict:
         except json.JSONDecodeError:
             params[name.replace("-", "_")] = value
     return params
+
+
+# -- outputs: the data-safety rule of every command ------------------------------------------------------
+FORCE_HELP = "replace an existing result at the output (default: refuse with an error naming it)"
+
+
+def add_force_option(parser: argparse.ArgumentParser, help: str = FORCE_HELP) -> None:
+    """``--force``: the one way to replace an existing result (every command that writes has it)."""
+    parser.add_argument("--force", action="store_true", help=help)
+
+
+def prepare_outputs(args: argparse.Namespace, outputs, inputs: dict | None = None, containers=()) -> None:
+    """Check a command's outputs before any work (see :func:`langneurons.sets.artefacts.check_outputs`).
+
+    ``outputs``: ``{flag: path}`` (artefact folders) or :class:`~langneurons.sets.artefacts.Target` items;
+    ``inputs``: ``{flag: path or [paths]}``; ``containers``: input flags that are run directories an output
+    may lie in. Uses ``args.force``. Raises :class:`~langneurons.errors.LangNeuronsError` (exit 2).
+    """
+    from langneurons.sets.artefacts import Target, check_outputs
+
+    if isinstance(outputs, dict):
+        outputs = [Target(flag, path) for flag, path in outputs.items()]
+    check_outputs(list(outputs), inputs or {}, force=bool(getattr(args, "force", False)), containers=containers)

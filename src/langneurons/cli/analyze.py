@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from langneurons.cli._common import add_placement_options
+from langneurons.cli._common import add_force_option, add_placement_options, prepare_outputs
 
 
 def _add_model(parser: argparse.ArgumentParser) -> None:
@@ -44,6 +44,7 @@ def add_parser(subparsers) -> None:
                                              "+ total) and layers.png.")
     layers.add_argument("--neurons", required=True, help="neuron set written by `langneurons identify`")
     layers.add_argument("--out", required=True, help="output directory")
+    add_force_option(layers)
     layers.set_defaults(func=run_layers)
 
     overlap = commands.add_parser("overlap", help="overlap between languages' neuron sets (section 3.2)",
@@ -52,6 +53,7 @@ def add_parser(subparsers) -> None:
                                               "and heatmaps.")
     overlap.add_argument("--neurons", required=True, help="neuron set written by `langneurons identify`")
     overlap.add_argument("--out", required=True, help="output directory")
+    add_force_option(overlap)
     overlap.set_defaults(func=run_overlap)
 
     sweep = commands.add_parser("sweep", help="PPL change over the selection ratio (Figure 4)",
@@ -77,6 +79,7 @@ def add_parser(subparsers) -> None:
     sweep.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
     sweep.add_argument("--out", required=True, help="output directory")
     sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_force_option(sweep)
     sweep.set_defaults(func=run_sweep)
 
     ses = commands.add_parser("ses", help="sentence-embedding similarity across layers (Figure 6)",
@@ -87,6 +90,7 @@ def add_parser(subparsers) -> None:
     _add_parallel(ses)
     ses.add_argument("--neurons", default=None, help="neuron set whose neurons per layer are plotted alongside")
     ses.add_argument("--out", required=True, help="output directory")
+    add_force_option(ses)
     ses.set_defaults(func=run_ses)
 
     dominance = commands.add_parser("dominance", help="language dominance across layers (eq. 6, Figure 7)",
@@ -96,6 +100,7 @@ def add_parser(subparsers) -> None:
     _add_model(dominance)
     _add_parallel(dominance)
     dominance.add_argument("--out", required=True, help="output directory")
+    add_force_option(dominance)
     dominance.set_defaults(func=run_dominance)
 
 
@@ -125,6 +130,7 @@ def run_layers(args: argparse.Namespace) -> int:
     from langneurons.analysis.layers import layer_distribution
     from langneurons.sets.neuronset import load_neurons
 
+    prepare_outputs(args, {"--out": args.out}, {"--neurons": args.neurons})
     result = layer_distribution(load_neurons(args.neurons))
     result.save(args.out)
     totals = ", ".join(f"{lang} {n}" for lang, n in result.totals.items())
@@ -137,6 +143,7 @@ def run_overlap(args: argparse.Namespace) -> int:
     from langneurons.analysis.overlap import neuron_overlap
     from langneurons.sets.neuronset import load_neurons
 
+    prepare_outputs(args, {"--out": args.out}, {"--neurons": args.neurons})
     result = neuron_overlap(load_neurons(args.neurons))
     result.save(args.out)
     langs = result.languages
@@ -150,13 +157,17 @@ def run_overlap(args: argparse.Namespace) -> int:
 
 def run_sweep(args: argparse.Namespace) -> int:
     from langneurons.analysis.sweep import selection_sweep
-    from langneurons.sets.artefacts import check_writable
     from langneurons.cli._common import load_model_from_args, parse_langs
     from langneurons.errors import LangNeuronsError
-    from langneurons.methods import get_method
+    from langneurons.methods import get_method, method_class
     from langneurons.stats import load_stats
 
+    prepare_outputs(args, {"--out": args.out}, {"--model": args.model, "--stats": args.stats, "--corpus": args.corpus})
     ratios = parse_ratios(args.ratios)
+    cls = method_class(args.method)
+    if (cls.consumes, cls.returns) != ("activation_stats", "neuron_set"):
+        raise LangNeuronsError(f"the sweep re-selects neurons from statistics; method {args.method!r} consumes "
+                               f"{cls.consumes} and returns a {cls.returns}")
     params = parse_params(args)
     if "top_rate" in params:
         raise LangNeuronsError("top_rate is the swept ratio; use --ratios")
@@ -164,7 +175,6 @@ def run_sweep(args: argparse.Namespace) -> int:
     stats = load_stats(args.stats)
     if args.language not in stats.languages:
         raise LangNeuronsError(f"statistics have no language {args.language!r} (have {', '.join(stats.languages)})")
-    check_writable(args.out)
     loaded = load_model_from_args(args)
     result = selection_sweep(loaded, args.corpus, stats, args.language, ratios, method=args.method,
                              method_params=params, langs=parse_langs(args.langs), max_tokens=args.max_tokens,
@@ -185,14 +195,12 @@ def _embeddings(args: argparse.Namespace, neurons=None):
         read_parallel_sentences,
         sentence_embeddings,
     )
-    from langneurons.sets.artefacts import check_writable
     from langneurons.cli._common import load_model_from_args, parse_langs
     from langneurons.errors import LangNeuronsError
     from langneurons.model.sites import locate_site
 
     langs = parse_langs(args.langs)
     read_parallel_sentences(args.corpus, langs, args.max_samples)  # alignment errors before loading the model
-    check_writable(args.out)
     loaded = load_model_from_args(args)
     num_layers = locate_site(loaded.model, "layer.out").num_layers
     if neurons is not None and neurons.num_layers != num_layers:
@@ -205,6 +213,8 @@ def run_ses(args: argparse.Namespace) -> int:
     from langneurons.analysis.embeddings import sentence_similarity
     from langneurons.sets.neuronset import load_neurons
 
+    prepare_outputs(args, {"--out": args.out}, {"--model": args.model, "--corpus": args.corpus,
+                                                "--neurons": args.neurons})
     neurons = load_neurons(args.neurons) if args.neurons else None
     result = sentence_similarity(_embeddings(args, neurons), neurons=neurons)
     result.save(args.out)
@@ -217,6 +227,7 @@ def run_ses(args: argparse.Namespace) -> int:
 def run_dominance(args: argparse.Namespace) -> int:
     from langneurons.analysis.embeddings import language_dominance
 
+    prepare_outputs(args, {"--out": args.out}, {"--model": args.model, "--corpus": args.corpus})
     result = language_dominance(_embeddings(args))
     result.save(args.out)
     means = ", ".join(f"{lang} {v:.3f}" for lang, v in zip(result.languages, result.scores.mean(1).tolist()))

@@ -6,6 +6,8 @@ import argparse
 
 
 def add_parser(subparsers) -> None:
+    from langneurons.cli._common import add_force_option
+
     parser = subparsers.add_parser(
         "compare", help="compare neuron sets of several methods (Jaccard, sizes, layer distributions)",
         description="Per language (and 'all', the union over languages): sizes and pairwise Jaccard overlap of the "
@@ -16,14 +18,17 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--names", default=None,
                         help="comma-separated labels, one per set (default: directory names without .neurons)")
     parser.add_argument("--out", required=True, help="output directory")
+    add_force_option(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from langneurons.analysis.compare import compare_neuron_sets, default_names
     from langneurons.errors import LangNeuronsError
+    from langneurons.cli._common import prepare_outputs
     from langneurons.sets.neuronset import load_neurons
 
+    prepare_outputs(args, {"--out": args.out}, {"NEURONS": args.neurons})
     if args.names is not None:
         names = [part.strip() for part in args.names.split(",")]
         if len(names) != len(args.neurons) or not all(names) or len(set(names)) != len(names):

@@ -10,7 +10,7 @@ import argparse
 
 
 def add_parser(subparsers) -> None:
-    from langneurons.cli._common import add_model_options
+    from langneurons.cli._common import add_force_option, add_model_options
     from langneurons.cli._generation import add_generation_options
 
     parser = subparsers.add_parser(
@@ -32,12 +32,12 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--also-normal", action="store_true", help="also generate without intervention")
     parser.add_argument("--out", required=True, help="output directory")
     add_generation_options(parser)
+    add_force_option(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from langneurons.sets.artefacts import check_writable
-    from langneurons.cli._common import check_placement, load_model_from_args, parse_langs
+    from langneurons.cli._common import check_placement, load_model_from_args, parse_langs, prepare_outputs
     from langneurons.cli._generation import (
         check_prompt_source,
         check_site,
@@ -57,10 +57,11 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     check_prompt_source(args)
     check_placement(args)
+    prepare_outputs(args, {"--out": args.out}, {"--model": args.model, "--prompts": args.prompts,
+                                                "--neurons": args.neurons, "--stats": args.stats})
     prompts = None
     if args.prompts is not None:
         prompts = read_prompts(args.prompts, parse_langs(args.langs), args.limit, args.prompt_chars)
-    check_writable(args.out)
     condition = Condition(deactivate=list(dict.fromkeys(args.deactivate)), activate=list(dict.fromkeys(args.activate)),
                           strength=args.strength)
     neurons = stats = None

@@ -1,4 +1,9 @@
-"""``langneurons identify``: select language-specific neurons from recorded statistics."""
+"""``langneurons identify``: select language-specific neurons (or parameters) with a registered method.
+
+The method's declared ``consumes`` says which inputs it needs: ``activation_stats`` reads ``--stats``,
+``models`` reads ``--base`` and ``--finetuned`` (parameter variation); :data:`DATA_LOADERS` maps each to the
+function that builds the method's input from the arguments (a method consuming something new adds one).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,15 @@ import argparse
 
 
 def add_parser(subparsers) -> None:
+    from langneurons.cli._common import add_force_option
+
     parser = subparsers.add_parser(
         "identify", help="select language-specific neurons (lape, lave, lap, random) or parameters (pv)",
-        description="Fit an identification method on recorded statistics and write the neuron set.",
+        description="Fit an identification method on recorded statistics (or, for pv, on a base and "
+                    "fine-tuned models) and write the neuron set (or parameter set).",
     )
     parser.add_argument("--stats", default=None, help="statistics directory written by `langneurons record`")
-    parser.add_argument("--method", default="lape", help="lape (default), lave, lap, random, or pv (parameter variation)")
+    parser.add_argument("--method", default="lape", help="lape, lave, lap, random, or pv (parameter variation)")
     parser.add_argument("--base", default=None, help="pv: the base model (path or hub id)")
     parser.add_argument("--finetuned", action="append", default=[], metavar="LANG=PATH",
                         help="pv: one model fine-tuned on each language, repeatable")
@@ -25,6 +33,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                         help="any other method parameter (JSON value), repeatable")
     parser.add_argument("--langs", default=None, help="restrict to these languages (comma-separated)")
+    add_force_option(parser)
     parser.set_defaults(func=run)
 
 
@@ -40,45 +49,68 @@ def method_params(args: argparse.Namespace) -> dict:
     return params
 
 
-def run(args: argparse.Namespace) -> int:
-    from langneurons.cli._common import parse_langs
-    from langneurons.methods import get_method
-    from langneurons.stats import load_stats
-
+def _check_stats_args(args: argparse.Namespace) -> None:
     from langneurons.errors import LangNeuronsError
 
-    if args.method == "pv":
-        return run_parameter_variation(args)
     if args.base or args.finetuned:
-        raise LangNeuronsError("--base / --finetuned are only for --method pv")
+        raise LangNeuronsError(f"--base / --finetuned are only for methods that consume models (pv), not "
+                               f"{args.method}")
     if not args.stats:
         raise LangNeuronsError(f"--method {args.method} needs --stats (a directory written by `langneurons record`)")
-    method = get_method(args.method, **method_params(args))  # validates before any loading
+
+
+def _load_stats(args: argparse.Namespace):
+    from langneurons.cli._common import parse_langs
+    from langneurons.stats import load_stats
+
     stats = load_stats(args.stats)
     langs = parse_langs(args.langs)
-    if langs:
-        stats = stats.select_languages(langs)
-    neurons = method.fit(stats).select()
-    neurons.save(args.out)
-    sizes = ", ".join(f"{lang} {n}" for lang, n in neurons.sizes().items())
-    print(f"wrote {args.out}: {args.method} neurons per language: {sizes}")
-    return 0
+    return stats.select_languages(langs) if langs else stats
 
 
-def run_parameter_variation(args: argparse.Namespace) -> int:
-    """``identify --method pv``: language-specific parameters from a base and per-language fine-tuned models."""
-    from langneurons.sets.artefacts import check_writable
+def _check_model_args(args: argparse.Namespace) -> None:
     from langneurons.cli.pv import parse_finetuned
     from langneurons.errors import LangNeuronsError
-    from langneurons.methods.parameter_variation import identify_parameters
 
     if not args.base or not args.finetuned:
-        raise LangNeuronsError("--method pv needs --base and one --finetuned LANG=PATH per language")
+        raise LangNeuronsError(f"--method {args.method} needs --base and one --finetuned LANG=PATH per language")
     if args.stats:
-        raise LangNeuronsError("--method pv works on models, not on --stats")
-    finetuned = parse_finetuned(args.finetuned)
-    check_writable(args.out)
-    parameters = identify_parameters(args.base, finetuned, **method_params(args))
-    parameters.save(args.out)
-    print(f"wrote {args.out}: pv parameters per language: {parameters.sizes()}")
+        raise LangNeuronsError(f"--method {args.method} works on models, not on --stats")
+    parse_finetuned(args.finetuned)
+
+
+def _load_models(args: argparse.Namespace):
+    from langneurons.cli.pv import parse_finetuned
+    from langneurons.methods.parameter_variation import ParameterChanges
+
+    return ParameterChanges(args.base, parse_finetuned(args.finetuned))
+
+
+#: what a method consumes -> (check the arguments, inputs {flag: path} for the output checks, build the data)
+DATA_LOADERS = {
+    "activation_stats": (_check_stats_args, lambda args: {"--stats": args.stats}, _load_stats),
+    "models": (_check_model_args,
+               lambda args: {"--base": args.base, "--finetuned": [item.partition("=")[2] for item in args.finetuned]},
+               _load_models),
+}
+
+
+def run(args: argparse.Namespace) -> int:
+    from langneurons.cli._common import prepare_outputs
+    from langneurons.errors import LangNeuronsError
+    from langneurons.methods import get_method, method_class
+
+    cls = method_class(args.method)
+    if cls.consumes not in DATA_LOADERS:
+        raise LangNeuronsError(f"method {args.method!r} consumes {cls.consumes}, which `langneurons identify` "
+                               f"cannot read yet (it reads {', '.join(DATA_LOADERS)})")
+    check, inputs, load = DATA_LOADERS[cls.consumes]
+    check(args)
+    method = get_method(args.method, **method_params(args))  # validates before any loading
+    prepare_outputs(args, {"--out": args.out}, inputs(args))
+    result = method.fit(load(args)).select()
+    result.save(args.out)
+    sizes = ", ".join(f"{lang} {n}" for lang, n in result.sizes().items())
+    unit = "neurons" if cls.returns == "neuron_set" else "parameters"
+    print(f"wrote {args.out}: {args.method} {unit} per language: {sizes}")
     return 0

@@ -3,11 +3,16 @@
 Each subcommand lives in its own module of this package and exposes ``add_parser(subparsers)``,
 which registers the subcommand and sets ``func`` (called with the parsed namespace). Heavy imports
 (torch, transformers) happen inside ``func`` so that ``langneurons --help`` stays fast.
+
+Every command that writes has ``--force`` (:func:`langneurons.cli._common.add_force_option`) and calls
+:func:`langneurons.cli._common.prepare_outputs` with its outputs and inputs before any work. Exit codes: 0 done,
+2 user error (one line on stderr), 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextvars
 import importlib
 import sys
 import warnings
@@ -72,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _one_line_warnings(args.command, warnings.showwarning)
-            result = args.func(args)
+            # a fresh context per command: what it allows (``--force`` outputs) ends with it
+            result = contextvars.copy_context().run(args.func, args)
     except LangNeuronsError as exc:
         print(f"langneurons {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -6,9 +6,12 @@ import argparse
 
 
 def add_parser(subparsers) -> None:
+    from langneurons.cli._common import add_force_option
+
     parser = subparsers.add_parser("merge", help="merge statistics of disjoint corpus shards by addition")
     parser.add_argument("stats", nargs="+", help="statistics directories")
     parser.add_argument("--out", required=True, help="merged statistics directory")
+    add_force_option(parser)
     parser.set_defaults(func=run)
 
 
@@ -24,9 +27,11 @@ def shard_key(meta: dict) -> tuple | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from langneurons.cli._common import prepare_outputs
     from langneurons.errors import LangNeuronsError
     from langneurons.stats import load_stats
 
+    prepare_outputs(args, {"--out": args.out}, {"STATS": args.stats})
     shards = [load_stats(path) for path in args.stats]  # every input is verified before anything is written
     seen: dict[tuple, str] = {}
     for path, stats in zip(args.stats, shards):

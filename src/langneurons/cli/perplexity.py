@@ -6,10 +6,12 @@ import argparse
 
 from langneurons.cli._common import (
     add_corpus_options,
+    add_force_option,
     add_model_options,
     add_placement_options,
     check_placement,
     parse_langs,
+    prepare_outputs,
 )
 
 
@@ -27,6 +29,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--no-random", action="store_true", help="skip the random row")
     add_placement_options(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_force_option(parser)
     parser.set_defaults(func=run)
 
 
@@ -34,10 +37,9 @@ def run(args: argparse.Namespace) -> int:
     from langneurons.sets.neuronset import load_neurons
     from langneurons.evaluation.perplexity import perplexity_matrix
 
-    from langneurons.sets.artefacts import check_writable
-
     check_placement(args)
-    check_writable(args.out)
+    prepare_outputs(args, {"--out": args.out}, {"--model": args.model, "--corpus": args.corpus,
+                                                "--neurons": args.neurons})
     neurons = load_neurons(args.neurons)  # fail fast before loading the model
     if args.site != "ffn.act" and args.site != neurons.site:
         from langneurons.errors import LangNeuronsError

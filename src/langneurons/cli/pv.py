@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from langneurons.cli._common import add_corpus_options, parse_langs
+from langneurons.cli._common import add_corpus_options, add_force_option, parse_langs, prepare_outputs
 from langneurons.errors import LangNeuronsError
 
 
@@ -35,6 +35,7 @@ def add_parser(subparsers) -> None:
     ident.add_argument("--eps", type=float, default=1e-8, help="added to |base weight| in the rate of change")
     ident.add_argument("--max-values-in-memory", type=int, default=1 << 27,
                        help="above languages x entries, the selection is streamed matrix by matrix")
+    add_force_option(ident)
     ident.set_defaults(func=run_identify)
 
     ppl = actions.add_parser("perplexity", help="perplexity per language with each language's parameters zeroed",
@@ -50,6 +51,7 @@ def add_parser(subparsers) -> None:
     ppl.add_argument("--seed", type=int, default=0, help="seed of the random row")
     ppl.add_argument("--no-random", action="store_true", help="skip the random row")
     ppl.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_force_option(ppl)
     ppl.set_defaults(func=run_perplexity)
 
     parser.set_defaults(func=lambda args: parser.print_help() or 1)
@@ -72,11 +74,10 @@ def parse_finetuned(items: list[str]) -> dict[str, str]:
 
 
 def run_identify(args: argparse.Namespace) -> int:
-    from langneurons.sets.artefacts import check_writable
     from langneurons.methods.parameter_variation import identify_parameters
 
     finetuned = parse_finetuned(args.finetuned)  # fail fast, before reading any weights
-    check_writable(args.out)
+    prepare_outputs(args, {"--out": args.out}, {"--base": args.base, "--finetuned": list(finetuned.values())})
     parameters = identify_parameters(args.base, finetuned, top_rate=args.top_rate, filter_rate=args.filter_rate,
                                      activation_bar_ratio=args.activation_bar_ratio, eps=args.eps,
                                      max_values_in_memory=args.max_values_in_memory)
@@ -93,10 +94,9 @@ def run_perplexity(args: argparse.Namespace) -> int:
     from langneurons.methods.parameter_variation import parameter_perplexity_matrix
     from langneurons.sets.parameterset import load_parameters
 
-    from langneurons.sets.artefacts import check_writable
-
+    prepare_outputs(args, {"--out": args.out}, {"--model": args.model, "--corpus": args.corpus,
+                                                "--parameters": args.parameters})
     parameters = load_parameters(args.parameters)  # fail fast before loading the model
-    check_writable(args.out)
     matrix = parameter_perplexity_matrix(
         args.model, args.corpus, parameters, langs=parse_langs(args.langs), max_tokens=args.max_tokens,
         seq_len=args.seq_len, batch_size=args.batch_size, device=args.device, dtype=args.dtype,

@@ -10,10 +10,12 @@ import argparse
 
 from langneurons.cli._common import (
     add_corpus_options,
+    add_force_option,
     add_model_options,
     add_placement_options,
     check_placement,
     parse_langs,
+    prepare_outputs,
 )
 
 
@@ -39,6 +41,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue from the newest checkpoint (start afresh when there is none)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_force_option(parser)
     parser.set_defaults(func=run)
 
 
@@ -62,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     # corpus) and oversubscribe the CPUs under torchrun. Single-threaded tokenization keeps up with recording.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from langneurons.recording import distributed
-    from langneurons.sets.artefacts import check_writable
+    from langneurons.sets.artefacts import Target
     from langneurons.recording.checkpoint import CheckpointStore, default_checkpoint_dir
     from langneurons.recording.recorder import record
 
@@ -70,7 +73,10 @@ def run(args: argparse.Namespace) -> int:
     shard_index, num_shards = parse_shard(args.shard)
     checkpoint_dir = args.checkpoint_dir or (
         default_checkpoint_dir(args.out) if args.checkpoint_every is not None or args.resume else None)
-    check_writable(args.out)  # fail now, not after hours
+    outputs = [Target("--out", args.out)]
+    if checkpoint_dir is not None:
+        outputs.append(Target("--checkpoint-dir", checkpoint_dir, role="workdir"))
+    prepare_outputs(args, outputs, {"--model": args.model, "--corpus": args.corpus})  # fail now, not after hours
     context, device = distributed.setup(args.device)
     try:
         stats = record(

@@ -12,7 +12,7 @@ import argparse
 
 
 def add_parser(subparsers) -> None:
-    from langneurons.cli._common import add_model_options
+    from langneurons.cli._common import add_force_option, add_model_options
     from langneurons.cli._generation import add_generation_options
 
     parser = subparsers.add_parser(
@@ -34,12 +34,12 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--deactivate-prompt-language", action="store_true",
                         help="with --prompt-language: also deactivate the prompt language's neurons")
     add_generation_options(parser)
+    add_force_option(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from langneurons.sets.artefacts import check_writable
-    from langneurons.cli._common import check_placement, load_model_from_args, parse_langs
+    from langneurons.cli._common import check_placement, load_model_from_args, parse_langs, prepare_outputs
     from langneurons.cli._generation import (
         check_prompt_source,
         check_site,
@@ -56,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     check_prompt_source(args)
     check_placement(args)
+    prepare_outputs(args, {"--out": args.out}, {"--model": args.model, "--prompts": args.prompts,
+                                                "--neurons": args.neurons, "--stats": args.stats})
     if args.unconditional is not None and args.prompt_language:
         raise LangNeuronsError("--prompt-language needs --prompts, not --unconditional")
     langs = parse_langs(args.langs)
@@ -67,7 +69,6 @@ def run(args: argparse.Namespace) -> int:
         elif langs:
             wanted = langs
         prompts = read_prompts(args.prompts, wanted, args.limit, args.prompt_chars)
-    check_writable(args.out)
     neurons = load_neurons(args.neurons)
     check_site(args, neurons)
     stats = load_stats(args.stats)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from langneurons.cli._common import parse_langs
+from langneurons.cli._common import add_force_option, parse_langs
 
 
 def add_parser(subparsers) -> None:
@@ -49,13 +49,18 @@ def add_parser(subparsers) -> None:
     p.add_argument("--tokenizer-chars", type=int, default=2_000_000, help="max characters per language for tokenizer training")
     p.add_argument("--save-dtype", default="float32", choices=["float32", "float16"], help="dtype of the final saved weights")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_force_option(p, "train into --out even when it holds a previous toy model (its files are overwritten)")
     p.set_defaults(func=run_train)
 
 
 def run_train(args: argparse.Namespace) -> int:
     """Run ``toy train`` from parsed arguments."""
+    from langneurons.cli._common import prepare_outputs
+    from langneurons.sets.artefacts import Target
     from langneurons.testbed.train import train_toy_model
 
+    prepare_outputs(args, [Target("--out", args.out, role="folder", marker="toy_train_args.json")],
+                    {"--corpus": args.corpus, "--init-from": args.init_from, "--holdout-refs": args.holdout_refs})
     out = train_toy_model(
         args.corpus, args.out, parse_langs(args.langs),
         arch=args.arch, hidden=args.hidden, layers=args.layers, heads=args.heads,

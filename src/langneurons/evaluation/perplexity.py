@@ -8,7 +8,6 @@ The ``random`` row deactivates, for column ``j``, a seeded random set as large a
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -21,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from langneurons.sets.artefacts import atomic_directory, sidecar, write_json
+from langneurons.sets.output import Figure, Output, Table, read_output_meta, read_table, register_kind
 from langneurons.data.corpus import PackedCorpus, default_seq_len, load_corpus
 from langneurons.errors import LangNeuronsError
 from langneurons.interventions.neurons import deactivate
@@ -30,8 +29,10 @@ from langneurons.methods.baselines import random_like
 from langneurons.sets.neuronset import NeuronSet
 from langneurons.model.sites import input_device, locate_site
 
-KIND = "perplexity_matrix"
 SCHEMA_VERSION = 1
+KIND = register_kind("perplexity_matrix", SCHEMA_VERSION, "rows conditions, columns evaluated languages")
+#: meta.json keys the matrix itself fills (everything else is provenance, kept in ``meta``)
+_OWN_KEYS = ("conditions", "languages", "tokens")
 
 
 @torch.inference_mode()
@@ -75,43 +76,46 @@ class PerplexityMatrix:
         normal = self.row("normal")
         return self.perplexity / normal - 1 if relative else self.perplexity - normal
 
-    def _write_csv(self, path: Path, values: torch.Tensor) -> None:
-        with open(path, "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["condition", *self.languages])
-            for condition, row in zip(self.conditions, values.tolist()):
-                writer.writerow([condition, *(f"{value:.6f}" for value in row)])
+    def _table(self, file: str, title: str, values: torch.Tensor, unit: str) -> Table:
+        rows = [[condition, *row] for condition, row in zip(self.conditions, values.tolist())]
+        return Table(file, title, ["condition", *self.languages], rows,
+                     rows_are="condition: normal, random, then the language whose neurons are deactivated",
+                     columns_are=f"evaluated language ({unit})")
 
-    def save(self, directory: str | Path, plot: bool = True) -> Path:
+    def output(self) -> Output:
+        """The matrix in the one output style: ``perplexity.csv``, ``nll.csv``, ``perplexity_change.png``."""
+        tables = [self._table("perplexity.csv", "Perplexity per condition and evaluated language", self.perplexity,
+                              "perplexity"),
+                  self._table("nll.csv", "Mean NLL per condition and evaluated language", self.nll,
+                              self.meta.get("nll_unit", "nats per predicted token"))]
+
+        def draw(path: Path) -> None:
+            from langneurons.analysis.plots import perplexity_heatmap
+
+            perplexity_heatmap(self, path)
+
+        meta = {"conditions": self.conditions, "languages": self.languages, "tokens": self.tokens,
+                **{k: v for k, v in self.meta.items() if k not in _OWN_KEYS}}
+        headline = summary(self) if "normal" in self.conditions else {}
+        return Output(KIND, self.meta.get("title") or "Deactivation perplexity matrix", tables,
+                      [Figure("perplexity_change.png", "PPL change against normal", draw)], headline, meta)
+
+    def save(self, directory: str | Path, plot: bool = True, force: bool = False) -> Path:
         """Write ``perplexity.csv``, ``nll.csv``, ``meta.json`` and ``perplexity_change.png`` atomically."""
-        with atomic_directory(directory) as staging:
-            self._write_csv(staging / "perplexity.csv", self.perplexity)
-            self._write_csv(staging / "nll.csv", self.nll)
-            meta = {"conditions": self.conditions, "languages": self.languages, "tokens": self.tokens, **self.meta}
-            write_json(staging / "meta.json", sidecar(KIND, SCHEMA_VERSION, meta))
-            if plot:
-                from langneurons.analysis.plots import perplexity_heatmap
-
-                perplexity_heatmap(self, staging / "perplexity_change.png")
-        return Path(directory)
+        return self.output().save(directory, plot=plot, force=force)
 
 
 def load_perplexity(directory: str | Path) -> PerplexityMatrix:
-    """Read a matrix written by :meth:`PerplexityMatrix.save`."""
-    import json
-
+    """Read a matrix written by :meth:`PerplexityMatrix.save` (any version of this package)."""
     root = Path(directory)
+    meta = read_output_meta(root, KIND, "a perplexity matrix")
+    header, rows = read_table(root / "nll.csv")
     try:
-        meta = json.loads((root / "meta.json").read_text())
-        with open(root / "nll.csv", newline="") as handle:
-            rows = list(csv.reader(handle))
-    except (OSError, ValueError) as exc:
-        raise LangNeuronsError(f"{str(root)!r} is not a perplexity matrix: {exc}") from None
-    languages = rows[0][1:]
-    conditions = [row[0] for row in rows[1:]]
-    nll = torch.tensor([[float(v) for v in row[1:]] for row in rows[1:]], dtype=torch.float64)
-    extra = {k: v for k, v in meta.items() if k not in ("conditions", "languages", "tokens")}
-    return PerplexityMatrix(conditions, languages, nll, meta.get("tokens", {}), extra)
+        nll = torch.tensor([[float(v) for v in row[1:]] for row in rows], dtype=torch.float64)
+    except ValueError as exc:
+        raise LangNeuronsError(f"{str(root / 'nll.csv')!r} is not a perplexity matrix: {exc}") from None
+    extra = {k: v for k, v in meta.items() if k not in _OWN_KEYS}
+    return PerplexityMatrix([row[0] for row in rows], header[1:], nll, meta.get("tokens", {}), extra)
 
 
 def random_language(random_languages: list[str], lang: str, column: int) -> str:

@@ -14,9 +14,6 @@ kinds of prompts:
 
 from __future__ import annotations
 
-import csv
-import json
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,7 +22,17 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from langneurons.sets.artefacts import atomic_directory, sidecar, write_json
+from langneurons.sets.output import (
+    Figure,
+    Output,
+    Records,
+    Table,
+    read_output_meta,
+    read_records,
+    read_table,
+    register_kind,
+    write_records,
+)
 from langneurons.errors import LangNeuronsError
 from langneurons.evaluation.generation import (
     Condition,
@@ -37,9 +44,10 @@ from langneurons.evaluation.generation import (
 from langneurons.evaluation.langid import LanguageIdentifier, get_identifier
 from langneurons.model.loading import LoadedModel
 
-GENERATIONS_KIND = "generations"
-ACCURACY_KIND = "language_accuracy"
 SCHEMA_VERSION = 1
+GENERATIONS_KIND = register_kind("generations", SCHEMA_VERSION, "generation records with detected languages")
+ACCURACY_KIND = register_kind("language_accuracy", SCHEMA_VERSION, "rows languages, columns normal / steered")
+GENERATIONS_FILE = "generations.jsonl"
 
 
 @dataclass
@@ -117,28 +125,32 @@ def generate_records(loaded: LoadedModel, groups: Sequence[PromptGroup], conditi
 
 def write_generations(path: Path, records: Sequence[GenerationRecord]) -> None:
     """One JSON object per line (UTF-8, not ASCII-escaped)."""
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.writelines(json.dumps(record.to_json(), ensure_ascii=False) + "\n" for record in records)
+    write_records(path, [record.to_json() for record in records])
 
 
 def read_generations(path: str | Path) -> list[GenerationRecord]:
     """Records from a ``generations.jsonl``."""
     records = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(GenerationRecord(**json.loads(line)))
-            except (json.JSONDecodeError, TypeError) as exc:
-                raise LangNeuronsError(f"{str(path)!r} line {number}: not a generation record ({exc})") from None
+    for number, record in enumerate(read_records(path), 1):
+        try:
+            records.append(GenerationRecord(**record))
+        except TypeError as exc:
+            raise LangNeuronsError(f"{str(path)!r} record {number}: not a generation record ({exc})") from None
     return records
 
 
-def save_generations(directory: str | Path, records: Sequence[GenerationRecord], meta: dict[str, Any]) -> Path:
+def _records(records: Sequence[GenerationRecord]) -> Records:
+    return Records(GENERATIONS_FILE, "Every output: prompt, condition, output text, detected language",
+                   [record.to_json() for record in records])
+
+
+def save_generations(directory: str | Path, records: Sequence[GenerationRecord], meta: dict[str, Any],
+                     force: bool = False) -> Path:
     """``generations.jsonl`` and ``meta.json`` (provenance), written atomically."""
-    with atomic_directory(directory) as staging:
-        write_generations(staging / "generations.jsonl", records)
-        write_json(staging / "meta.json", sidecar(GENERATIONS_KIND, SCHEMA_VERSION, {"records": len(records), **meta}))
-    return Path(directory)
+    conditions = sorted({record.condition for record in records})
+    summary = {"records": len(records), "conditions": conditions}
+    return Output(GENERATIONS_KIND, meta.get("title") or "Generations", summary=summary,
+                  meta={**meta, "records": len(records)}, records=[_records(records)]).save(directory, force=force)
 
 
 def run_meta(loaded: LoadedModel, settings: GenerationSettings, identifier: LanguageIdentifier,
@@ -193,57 +205,64 @@ class LanguageAccuracy:
             lines.append(f"{column} > normal for {len(self.improved(column))} of {len(self.languages)} languages")
         return "\n".join(lines)
 
-    def save(self, directory: str | Path, plot: bool = True) -> Path:
+    def summary(self) -> dict[str, Any]:
+        """Headline numbers: per steered column, languages improved and the mean shares (normal, steered)."""
+        values = self.accuracy.tolist()
+        mean = [sum(column) / len(column) if column else float("nan") for column in zip(*values)] or []
+        last = self.columns[-1]
+        return {"languages": len(self.languages), "column": last, "improved": len(self.improved(last)),
+                "improved_languages": self.improved(last), "mean_normal": mean[0] if mean else None,
+                "mean_steered": mean[-1] if mean else None,
+                "improved_per_column": {c: len(self.improved(c)) for c in self.columns[1:]}}
+
+    def output(self) -> Output:
+        """``language_accuracy.csv`` (+ ``content_quality.csv``), ``generations.jsonl``, ``language_accuracy.png``."""
+        def share_table(file: str, title: str, values: torch.Tensor, what: str) -> Table:
+            return Table(file, title, ["language", *self.columns],
+                         [[lang, *row] for lang, row in zip(self.languages, values.tolist())],
+                         rows_are="target language", columns_are=f"condition ({what})", decimals=4, missing="")
+
+        tables = [share_table("language_accuracy.csv", "Share of outputs in the target language", self.accuracy,
+                              "share of outputs detected as the row's language")]
+        if self.quality is not None:
+            tables.append(share_table("content_quality.csv", "Mean judge score", self.quality, "judge score 1-10"))
+        meta = {"languages": self.languages, "columns": list(self.columns), "counts": self.counts,
+                **{k: v for k, v in self.meta.items() if k not in ("languages", "columns", "counts")}}
+        figure = Figure("language_accuracy.png", "Share of outputs in each language, normal vs steered",
+                        lambda path: accuracy_bars(self, path))
+        return Output(ACCURACY_KIND, self.meta.get("title") or "Language accuracy", tables, [figure], self.summary(),
+                      meta, records=[_records(self.records)])
+
+    def save(self, directory: str | Path, plot: bool = True, force: bool = False) -> Path:
         """``language_accuracy.csv``, ``generations.jsonl``, ``meta.json``, ``language_accuracy.png``
         (and ``content_quality.csv`` when judged), atomically."""
-        with atomic_directory(directory) as staging:
-            _write_table(staging / "language_accuracy.csv", self.languages, self.columns, self.accuracy)
-            if self.quality is not None:
-                _write_table(staging / "content_quality.csv", self.languages, self.columns, self.quality)
-            write_generations(staging / "generations.jsonl", self.records)
-            meta = {"languages": self.languages, "columns": list(self.columns), "counts": self.counts, **self.meta}
-            write_json(staging / "meta.json", sidecar(ACCURACY_KIND, SCHEMA_VERSION, meta))
-            if plot:
-                accuracy_bars(self, staging / "language_accuracy.png")
-        return Path(directory)
-
-
-def _write_table(path: Path, rows: list[str], columns: Sequence[str], values: torch.Tensor) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["language", *columns])
-        for lang, row in zip(rows, values.tolist()):
-            writer.writerow([lang, *("" if math.isnan(v) else f"{v:.4f}" for v in row)])
+        return self.output().save(directory, plot=plot, force=force)
 
 
 def load_language_accuracy(directory: str | Path) -> LanguageAccuracy:
     """Read a result written by :meth:`LanguageAccuracy.save`."""
     root = Path(directory)
+    meta = read_output_meta(root, ACCURACY_KIND, "a language-accuracy result")
+    header, rows = read_table(root / "language_accuracy.csv")
     try:
-        meta = json.loads((root / "meta.json").read_text(encoding="utf-8"))
-        with open(root / "language_accuracy.csv", newline="") as handle:
-            rows = list(csv.reader(handle))
-    except (OSError, ValueError) as exc:
+        accuracy = torch.tensor([[float(v) if v else float("nan") for v in row[1:]] for row in rows],
+                                dtype=torch.float64)
+    except ValueError as exc:
         raise LangNeuronsError(f"{str(root)!r} is not a language-accuracy result: {exc}") from None
-    if meta.get("kind") != ACCURACY_KIND:
-        raise LangNeuronsError(f"{str(root)!r} holds a {meta.get('kind')!r} artefact, expected {ACCURACY_KIND!r}")
-    accuracy = torch.tensor([[float(v) for v in row[1:]] for row in rows[1:]], dtype=torch.float64)
-    records = read_generations(root / "generations.jsonl")
+    records = read_generations(root / GENERATIONS_FILE)
     extra = {k: v for k, v in meta.items() if k not in ("languages", "columns", "counts")}
-    return LanguageAccuracy([row[0] for row in rows[1:]], accuracy, meta.get("counts", {}), records, extra,
-                            columns=tuple(rows[0][1:]))
+    return LanguageAccuracy([row[0] for row in rows], accuracy, meta.get("counts", {}), records, extra,
+                            columns=tuple(header[1:]))
 
 
 def accuracy_bars(result: LanguageAccuracy, path: str | Path) -> Path:
     """Grouped bars: share of outputs in each language, normal vs steered."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from langneurons.analysis.figures import new_figure, save_figure
 
     values = result.accuracy.numpy()
     positions = range(len(result.languages))
-    fig, ax = plt.subplots(figsize=(max(4.8, 1.5 + 0.6 * len(result.languages)), 3.2), dpi=110)
+    fig = new_figure(figsize=(max(4.8, 1.5 + 0.6 * len(result.languages)), 3.2), dpi=110)
+    ax = fig.subplots()
     count = len(result.columns)
     width = 0.8 / count
     colors = ["#9aa5b1", "#d1495b", "#edae49", "#00798c", "#30638e", "#003d5b"]
@@ -255,10 +274,7 @@ def accuracy_bars(result: LanguageAccuracy, path: str | Path) -> Path:
     ax.set_ylabel("share of outputs in the language")
     ax.set_title(result.meta.get("title", "language accuracy"), fontsize=9)
     ax.legend(frameon=False, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def steering_languages(neurons: Any, stats: Any, candidates: Sequence[str] | None, langs: Sequence[str] | None

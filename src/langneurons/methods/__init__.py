@@ -1,9 +1,22 @@
 """Identification methods; importing this package registers every method."""
 
-from langneurons.methods import baselines, lape  # noqa: F401  (registration)
-from langneurons.methods.base import NeuronMethod, available_methods, get_method, identify, register_method
+from langneurons.methods import baselines, lape, parameter_variation  # noqa: F401  (registration)
+from langneurons.methods.base import (
+    CONSUMES,
+    RETURNS,
+    Method,
+    NeuronMethod,
+    available_methods,
+    get_method,
+    identify,
+    method_class,
+    register_method,
+)
 from langneurons.methods.baselines import LAP, RandomNeurons, random_like
 from langneurons.methods.lape import LAPE, LAVE
 
-__all__ = ["LAP", "LAPE", "LAVE", "NeuronMethod", "RandomNeurons", "available_methods", "get_method", "identify",
-           "random_like", "register_method"]
+from langneurons.methods.parameter_variation import ParameterChanges, ParameterVariation, identify_parameters
+
+__all__ = ["CONSUMES", "LAP", "LAPE", "LAVE", "Method", "NeuronMethod", "ParameterChanges", "ParameterVariation",
+           "RETURNS", "RandomNeurons", "available_methods", "get_method", "identify", "identify_parameters",
+           "method_class", "random_like", "register_method"]

@@ -1,10 +1,23 @@
 """The contract every identification method follows (scikit-learn style).
 
-A method is a class with explicit keyword parameters, ``fit(stats)`` that computes
-``scores_`` (``float64[layer, neuron]``, lower or higher = more language-specific as
-``lower_is_specific`` says) and whatever else it needs, and a pure ``select()`` that returns a
-:class:`~langneurons.sets.neuronset.NeuronSet`. Methods register themselves by name with
-:func:`register_method`; :func:`identify` is the one-call entry point.
+A method is a class that declares
+
+- ``name``: how :func:`get_method` / ``langneurons identify --method`` find it;
+- ``consumes``: what ``fit`` takes, one of :data:`CONSUMES` (``"activation_stats"``: an
+  :class:`~langneurons.stats.ActivationStats`; ``"pooled_vectors"``: per-sample pooled vectors;
+  ``"importance"``: importance scores; ``"models"``: a base and fine-tuned models, e.g.
+  :class:`~langneurons.methods.parameter_variation.ParameterChanges`);
+- ``returns``: what ``select`` gives, one of :data:`RETURNS` (``"neuron_set"``: a
+  :class:`~langneurons.sets.neuronset.NeuronSet`; ``"parameter_set"``: a
+  :class:`~langneurons.sets.parameterset.ParameterSet`);
+
+with explicit keyword parameters, every one with a default (``get_params``), ``fit(data)`` that computes
+``scores_`` (lower or higher = more language-specific as ``lower_is_specific`` says) and whatever else it needs
+and returns ``self``, and a pure ``select()`` (no change to the method, equal results on every call) whose
+result carries the method's name, its parameters and the provenance of the data. ``select()`` before ``fit()``
+raises. Methods register themselves by name with :func:`register_method`, which checks the declaration;
+:func:`identify` is the one-call entry point. One contract test (``tests/test_methods.py``) runs every
+registered method.
 """
 
 from __future__ import annotations
@@ -17,13 +30,20 @@ import torch
 from langneurons.errors import LangNeuronsError
 from langneurons.sets.neuronset import NeuronSet
 
+#: what a method's ``fit`` may consume
+CONSUMES = ("activation_stats", "pooled_vectors", "importance", "models")
+#: what a method's ``select`` may return
+RETURNS = ("neuron_set", "parameter_set")
+
 _METHODS: dict[str, type["NeuronMethod"]] = {}
 
 
 class NeuronMethod:
-    """Base class of identification methods."""
+    """Base class of identification methods (neuron sets from activation statistics unless declared otherwise)."""
 
     name: ClassVar[str] = ""
+    consumes: ClassVar[str] = "activation_stats"
+    returns: ClassVar[str] = "neuron_set"
     lower_is_specific: ClassVar[bool] = True
 
     def get_params(self) -> dict[str, Any]:
@@ -31,10 +51,10 @@ class NeuronMethod:
         signature = inspect.signature(type(self).__init__)
         return {name: getattr(self, name) for name in signature.parameters if name != "self"}
 
-    def fit(self, stats: Any) -> "NeuronMethod":  # pragma: no cover - abstract
+    def fit(self, data: Any) -> "NeuronMethod":  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def select(self) -> NeuronSet:  # pragma: no cover - abstract
+    def select(self) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def _check_fitted(self) -> None:
@@ -53,23 +73,48 @@ class NeuronMethod:
                          parameters=parameters, source=source)
 
 
-def register_method(cls: type[NeuronMethod]) -> type[NeuronMethod]:
-    """Class decorator: make ``cls`` available to :func:`identify` under ``cls.name``."""
+Method = NeuronMethod  # the contract's name; neuron and parameter methods share it
+
+
+def _check_declaration(cls: type) -> None:
+    """The parts of the contract a class shows before it is used (a programming error otherwise)."""
     if not cls.name:
         raise ValueError(f"{cls.__name__} has no name")
+    if cls.consumes not in CONSUMES:
+        raise ValueError(f"{cls.__name__}.consumes must be one of {CONSUMES}, not {cls.consumes!r}")
+    if cls.returns not in RETURNS:
+        raise ValueError(f"{cls.__name__}.returns must be one of {RETURNS}, not {cls.returns!r}")
+    for parameter in list(inspect.signature(cls.__init__).parameters.values())[1:]:
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            raise ValueError(f"{cls.__name__}.__init__ takes *{parameter.name}; list every parameter explicitly")
+        if parameter.default is parameter.empty:
+            raise ValueError(f"{cls.__name__} parameter {parameter.name!r} has no default")
+
+
+def register_method(cls: type[NeuronMethod]) -> type[NeuronMethod]:
+    """Class decorator: make ``cls`` available to :func:`identify` under ``cls.name`` (declaration checked)."""
+    _check_declaration(cls)
     _METHODS[cls.name] = cls
     return cls
 
 
-def available_methods() -> list[str]:
-    return sorted(_METHODS)
+def available_methods(consumes: str | None = None, returns: str | None = None) -> list[str]:
+    """Names of the registered methods (those that consume / return the given kinds, when given)."""
+    return sorted(name for name, cls in _METHODS.items()
+                  if (consumes is None or cls.consumes == consumes) and (returns is None or cls.returns == returns))
+
+
+def method_class(name: str) -> type[NeuronMethod]:
+    """The registered class of ``name``; a one-line error naming every method otherwise."""
+    if name not in _METHODS:
+        described = ", ".join(f"{n} ({_METHODS[n].consumes} -> {_METHODS[n].returns})" for n in available_methods())
+        raise LangNeuronsError(f"unknown method {name!r}; available: {described}")
+    return _METHODS[name]
 
 
 def get_method(name: str, **params: Any) -> NeuronMethod:
     """An unfitted method by name with ``params``; a clear error for unknown names or parameters."""
-    if name not in _METHODS:
-        raise LangNeuronsError(f"unknown method {name!r}; available: {', '.join(available_methods())}")
-    cls = _METHODS[name]
+    cls = method_class(name)
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
     unknown = set(params) - accepted
     if unknown:
@@ -78,8 +123,9 @@ def get_method(name: str, **params: Any) -> NeuronMethod:
     return cls(**params)
 
 
-def identify(stats: Any, method: str = "lape", **params: Any) -> NeuronSet:
-    """Fit ``method`` on ``stats`` and return its neuron set, e.g. ``identify(stats, "lape", top_rate=0.01)``."""
+def identify(stats: Any, method: str = "lape", **params: Any) -> Any:
+    """Fit ``method`` on ``stats`` (or whatever it consumes) and return its selection, e.g.
+    ``identify(stats, "lape", top_rate=0.01)`` -> :class:`~langneurons.sets.neuronset.NeuronSet`."""
     return get_method(method, **params).fit(stats).select()
 
 

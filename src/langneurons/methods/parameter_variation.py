@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from langneurons.errors import LangNeuronsError, LangNeuronsWarning
-from langneurons.methods.base import NeuronMethod, check_rate
+from langneurons.methods.base import NeuronMethod, check_rate, get_method, register_method
 from langneurons.methods.streamed_entropy import (
     PooledSelection,
     pooled_entropy_select,
@@ -142,17 +142,21 @@ class ParameterChanges:
                 "finetuned": {lang: source.provenance() for lang, source in self.sources.items()}}
 
 
+@register_method
 class ParameterVariation(NeuronMethod):
     """PV: lowest-entropy weight entries of the refined per-language rate of change (see the module doc).
 
-    ``fit`` takes a :class:`ParameterChanges` (not activation statistics) and ``select`` returns a
-    :class:`~langneurons.sets.parameterset.ParameterSet`, so PV is deliberately *not* in the statistics
-    method registry (``identify(stats, ...)``); :func:`identify_parameters` is its one-call entry point. Fitted: ``selection_`` (pooled indices, entropy,
-    membership, percentiles) and ``scores_`` (``float64[n]`` entropy of the selected entries, in
-    selection order: the full ``N``-entry entropy is not kept).
+    A registered method like the others, declared ``consumes = "models"`` (``fit`` takes a
+    :class:`ParameterChanges`: a base model and one fine-tuned model per language) and
+    ``returns = "parameter_set"`` (``select`` gives a :class:`~langneurons.sets.parameterset.ParameterSet`);
+    :func:`identify_parameters` is its one-call entry point. Fitted: ``selection_`` (pooled indices, entropy,
+    membership, percentiles) and ``scores_`` (``float64[n]`` entropy of the selected entries, in selection
+    order: the full ``N``-entry entropy is not kept).
     """
 
     name = "pv"
+    consumes = "models"
+    returns = "parameter_set"
 
     def __init__(self, top_rate: float = 0.01, filter_rate: float = 0.95, activation_bar_ratio: float = 0.95,
                  eps: float = DEFAULT_EPS, max_values_in_memory: int = 1 << 27):
@@ -167,7 +171,8 @@ class ParameterVariation(NeuronMethod):
     def fit(self, changes: ParameterChanges) -> "ParameterVariation":
         if not isinstance(changes, ParameterChanges):
             raise LangNeuronsError("method 'pv' needs a base model and fine-tuned models (ParameterChanges), "
-                                   "not activation statistics; use `langneurons pv identify`")
+                                   "not activation statistics; use identify_parameters(base, finetuned) or "
+                                   "`langneurons identify --method pv --base BASE --finetuned LANG=PATH ...`")
         if len(changes.languages) == 2:
             warnings.warn("parameter variation with 2 languages: every entry moved differently has entropy 0, "
                           "so the ranking falls back to position order", LangNeuronsWarning, stacklevel=2)
@@ -200,7 +205,8 @@ def identify_parameters(base: Any, finetuned: dict[str, Any], top_rate: float = 
                         parameters: dict[str, tuple[int, ...]] | None = None,
                         max_values_in_memory: int = 1 << 27) -> ParameterSet:
     """PV in one call: ``identify_parameters("base/", {"en": "ft-en/", "zh": "ft-zh/", ...})``."""
-    method = ParameterVariation(top_rate, filter_rate, activation_bar_ratio, eps, max_values_in_memory)
+    method = get_method("pv", top_rate=top_rate, filter_rate=filter_rate, activation_bar_ratio=activation_bar_ratio,
+                        eps=eps, max_values_in_memory=max_values_in_memory)
     return method.fit(ParameterChanges(base, dict(finetuned), parameters)).select()
 
 

@@ -14,7 +14,17 @@ from typing import Any
 from langneurons.report.discover import Artefact, Run
 from langneurons.report.html import (Cell, details, diverging_style, esc, figure, format_number, key_values,
                                      sequential_style, table, warning)
-from langneurons.report.sections import (figures, model_of, provenance, register_section, section_spec, tables)
+from langneurons.report.headlines import (
+    generations_headline,
+    language_accuracy_headline,
+    neuron_set_headline,
+    parameter_set_headline,
+    percent,
+    perplexity_headline as perplexity_finding,
+    perplexity_sentence,
+    stats_headline,
+)
+from langneurons.report.sections import figures, model_of, provenance, register_section, section_spec, tables
 
 
 def _corpus_files(corpus: Any) -> dict[str, dict[str, Any]]:
@@ -69,34 +79,9 @@ def render_activation_stats(artefact: Artefact) -> str:
 
 # -- perplexity matrix -----------------------------------------------------------------------------
 def perplexity_headline(matrix: Any) -> str:
-    """The demo's science check in one sentence (own language vs others vs random)."""
-    from langneurons.evaluation.perplexity import summary
-
-    keys = summary(matrix)
-    if not keys["rows"]:
-        return ""
-
-    scale = max((abs(v) for k, v in keys.items() if k.startswith("mean_") and math.isfinite(v)), default=0.0)
-
-    def pct(value: float) -> str:
-        return "n/a" if math.isnan(value) else percent(value, scale)
-
-    zeroing = matrix.meta.get("intervention") == "zero parameters"
-    edit, unit = ("Zeroing", "parameters") if zeroing else ("Deactivating", "neurons")
-    text = (f"{edit} a language's own {unit} raises its perplexity by {pct(keys['mean_diagonal_increase'])} on "
-            f"average (other languages {pct(keys['mean_off_diagonal_increase'])}")
-    if not math.isnan(keys["mean_random_increase"]):
-        text += f", random {unit} {pct(keys['mean_random_increase'])}"
-    text += f"); the own language is hit hardest in {keys['row_max_on_diagonal']} of {keys['rows']} rows."
-    return f'<p class="headline">{esc(text)}</p>'
-
-
-def percent(value: float, scale: float) -> str:
-    """``value`` as a signed percentage with enough decimals to tell values of magnitude ``scale`` apart."""
-    if not math.isfinite(value):
-        return str(value)
-    decimals = 1 if scale <= 0 else min(4, max(1, 1 - math.floor(math.log10(scale * 100))))
-    return f"{value:+.{decimals}%}"
+    """The demo's science check in one sentence (own language vs others vs random), as HTML."""
+    text = perplexity_sentence(matrix)
+    return f'<p class="headline">{esc(text)}</p>' if text else ""
 
 
 def _legend(limit: float) -> str:
@@ -250,22 +235,28 @@ def render_overview(run: Run) -> str:
              f'<ul class="artefacts">{"".join(items)}</ul>']
     for problem in run.problems:
         parts.append(warning(problem))
-    for artefact in run.of_kind("perplexity_matrix")[:1]:
-        try:
-            from langneurons.evaluation.perplexity import load_perplexity
-
-            matrix = load_perplexity(artefact.path)
-            if "normal" in matrix.conditions:
-                parts.append(perplexity_headline(matrix))
-        except Exception:  # noqa: BLE001 - the perplexity card reports the problem
-            pass
     return "".join(parts)
 
 
 def register_builtin_sections() -> None:
-    register_section("activation_stats", render_activation_stats)
-    register_section("perplexity_matrix", render_perplexity_matrix)
-    register_section("neuron_set", render_neuron_set)
+    """The sections of the core artefacts (the analyses register theirs in their own modules)."""
     from langneurons.report.parameter_renderers import render_parameter_set
 
-    register_section("parameter_set", render_parameter_set)
+    register_section("activation_stats", render_activation_stats, "Recorded activation statistics", 10,
+                     "What was recorded: model, neuron site, corpus files (with SHA-256) and tokens per language.",
+                     stats_headline)
+    register_section("perplexity_matrix", render_perplexity_matrix, "Deactivation perplexity matrix", 20,
+                     "LAPE paper, Figure 2: perplexity of each evaluated language (columns) with no intervention, "
+                     "random neurons, or one language's neurons deactivated (rows). Cell colour: relative change "
+                     "against the normal row; the own-language cells are outlined.", perplexity_finding)
+    register_section("neuron_set", render_neuron_set, "Language-specific neuron sets", 30,
+                     "Which neurons each method selected per language, with its parameters, and their distribution "
+                     "over layers (LAPE paper, Figure 5).", neuron_set_headline)
+    register_section("parameter_set", render_parameter_set, "Language-specific parameters (PV)", 35,
+                     "Parameter variation (LAPE paper, section 3.1 d): per language, the attention and FFN weight "
+                     "entries that its fine-tuning changed least while the other languages' changed them most.",
+                     parameter_set_headline)
+    register_section("generations", None, "Generations", 80, "", generations_headline)
+    register_section("language_accuracy", None, "Language accuracy of steered generation", 85,
+                     "Share of outputs in the target language, normal vs steered (LAPE paper, Table 4).",
+                     language_accuracy_headline)

@@ -1,10 +1,13 @@
-"""Report sections: a registry from artefact kind to renderer, the generic renderer, and section layout.
+"""Report sections: the registry from artefact kind to section, the generic renderer, and section layout.
 
-A renderer takes one :class:`~langneurons.report.discover.Artefact` and returns the HTML body of its card
-(the card frame, title and anchor are added here). Kinds without a registered renderer get
-:func:`render_generic`: a provenance block, the parameters, every CSV as a table and every figure embedded.
-Sections appear in ``order`` (overview and provenance first, then the perplexity matrix, neuron sets,
-analyses, generation); with several runs each section has one column per run.
+Every kind registers its section where the kind is defined (:func:`register_section`: title, order, lead,
+card renderer, headline); this registry is the one source of what the report shows. A renderer takes one
+:class:`~langneurons.report.discover.Artefact` and returns the HTML body of its card (the card frame, title and
+anchor are added here). Kinds without a registration get :func:`render_generic`: the title and summary of
+their ``meta.json``, every figure embedded, every CSV / JSONL as a table, arrays listed, then provenance.
+Sections appear in ``order`` (overview first, then statistics 10, perplexity 20, neuron sets 30, analyses
+40-65, unknown kinds 70, generation 80-85); with several runs each section has one column per run. Each
+artefact's ``headline`` (one sentence) opens the report in the findings list.
 """
 
 from __future__ import annotations
@@ -21,61 +24,34 @@ from langneurons.report.html import (IMAGE_TYPES, Cell, details, diverging_style
                                      key_values, looks_like, parse_number, pre, sequential_style, table, warning)
 
 Renderer = Callable[[Artefact], str]
+Headline = Callable[[Artefact], "str | None"]
 
-#: Where known kinds go (lower first) and their section titles; unknown kinds get ``UNKNOWN_ORDER``.
-KIND_ORDER = {
-    "activation_stats": 10, "perplexity_matrix": 20, "neuron_set": 30, "parameter_set": 35, "layer_distribution": 40,
-    "method_comparison": 45, "overlap": 50, "selection_sweep": 55, "ses": 60, "dominance": 65,
-    "generations": 80, "language_accuracy": 85,
-}
 UNKNOWN_ORDER = 70
-KIND_TITLES = {
-    "activation_stats": "Recorded activation statistics",
-    "perplexity_matrix": "Deactivation perplexity matrix",
-    "neuron_set": "Language-specific neuron sets",
-    "parameter_set": "Language-specific parameters (PV)",
-    "layer_distribution": "Layer distribution",
-    "method_comparison": "Method comparison",
-    "overlap": "Overlap between languages",
-    "selection_sweep": "Selection-ratio sweep",
-    "ses": "Sentence-embedding similarity (SES)",
-    "dominance": "Language dominance",
-    "generations": "Generations",
-    "language_accuracy": "Language accuracy of steered generation",
-}
-KIND_LEADS = {
-    "activation_stats": "What was recorded: model, neuron site, corpus files (with SHA-256) and tokens per language.",
-    "perplexity_matrix": "LAPE paper, Figure 2: perplexity of each evaluated language (columns) with no "
-                         "intervention, random neurons, or one language's neurons deactivated (rows). Cell colour: "
-                         "relative change against the normal row; the own-language cells are outlined.",
-    "neuron_set": "Which neurons each method selected per language, with its parameters, and their distribution "
-                  "over layers (LAPE paper, Figure 5).",
-    "parameter_set": "Parameter variation (LAPE paper, section 3.1 d): per language, the attention and FFN weight "
-                     "entries that its fine-tuning changed least while the other languages' changed them most.",
-    "layer_distribution": "Selected neurons per layer and language (LAPE paper, Figure 5, Tables 6, 8-10).",
-    "overlap": "Shared neurons between languages' sets (LAPE paper, section 3.2).",
-    "selection_sweep": "PPL change as the selection ratio grows (LAPE paper, Figure 4).",
-    "ses": "Similarity of aligned sentence embeddings across layers (LAPE paper, Figure 6).",
-    "dominance": "Language dominance per layer (LAPE paper, eq. 6, Figure 7).",
-    "language_accuracy": "Share of outputs in the target language, normal vs steered (LAPE paper, Table 4).",
-}
-
 MAX_TABLE_ROWS = 300
 MAX_JSONL_RECORDS = 50
 MAX_CELL_CHARS = 600
 
 
+def meta_headline(artefact: Artefact) -> str | None:
+    """The default headline: the ``headline`` sentence of the artefact's ``meta.json``, if it has one."""
+    text = artefact.meta.get("headline")
+    return text if isinstance(text, str) and text.strip() else None
+
+
 @dataclass
 class SectionSpec:
-    """How the artefacts of one kind are shown."""
+    """How the artefacts of one kind are shown: section title and place, lead text, card renderer, and the
+    one-sentence finding of an artefact for the report's opening summary (``None``: nothing to say)."""
 
     kind: str
     title: str
     order: int
     renderer: Renderer
     lead: str = ""
+    headline: Headline = meta_headline
 
 
+#: kind -> its section; filled by :func:`register_section` where each kind is defined (the one source)
 _REGISTRY: dict[str, SectionSpec] = {}
 
 
@@ -85,22 +61,29 @@ def humanize(kind: str) -> str:
     return (words[:1].upper() + words[1:]) or "Artefact"
 
 
-def register_section(kind: str, renderer: Renderer, title: str | None = None, order: int | None = None,
-                     lead: str | None = None) -> None:
-    """Show artefacts whose ``meta.json`` kind is ``kind`` with ``renderer`` (replaces an earlier one)."""
-    if not kind or not callable(renderer):
-        raise LangNeuronsError("register_section needs a kind and a callable renderer")
-    _REGISTRY[kind] = SectionSpec(kind, title or KIND_TITLES.get(kind, humanize(kind)),
-                                  KIND_ORDER.get(kind, UNKNOWN_ORDER) if order is None else int(order),
-                                  renderer, KIND_LEADS.get(kind, "") if lead is None else lead)
+def register_section(kind: str, renderer: Renderer | None = None, title: str | None = None, order: int | None = None,
+                     lead: str | None = None, headline: Headline | None = None) -> SectionSpec:
+    """Show artefacts whose ``meta.json`` kind is ``kind`` in a section of their own.
+
+    ``renderer(artefact) -> html`` draws one card (default :func:`render_generic`: tables, figures, summary,
+    provenance); ``headline(artefact) -> str | None`` gives its finding for the top of the report (default: the
+    ``headline`` of its ``meta.json``). Registering a kind again replaces the fields given and keeps the others.
+    """
+    if not kind or (renderer is not None and not callable(renderer)) or (headline is not None and not callable(
+            headline)):
+        raise LangNeuronsError("register_section needs a kind and callable renderer / headline")
+    old = _REGISTRY.get(kind) or section_spec(kind)
+    spec = SectionSpec(kind, title or old.title, old.order if order is None else int(order), renderer or old.renderer,
+                       old.lead if lead is None else lead, headline or old.headline)
+    _REGISTRY[kind] = spec
+    return spec
 
 
 def section_spec(kind: str) -> SectionSpec:
     """The registered spec of ``kind``, or the generic one."""
     if kind in _REGISTRY:
         return _REGISTRY[kind]
-    return SectionSpec(kind, KIND_TITLES.get(kind, humanize(kind)), KIND_ORDER.get(kind, UNKNOWN_ORDER),
-                       render_generic, KIND_LEADS.get(kind, ""))
+    return SectionSpec(kind, humanize(kind), UNKNOWN_ORDER, render_generic, "")
 
 
 def registered_kinds() -> list[str]:
@@ -121,7 +104,7 @@ def model_of(meta: dict[str, Any]) -> str | None:
 
 SHOWN_KEYS = {"kind", "schema_version", "created", "environment", "tensors_sha256", "model", "revision",
               "model_type", "model_class", "num_parameters", "dtype", "device", "site", "parameters", "title",
-              "summary", "tables", "figures"}
+              "summary", "tables", "figures", "arrays", "raw", "headline"}
 
 
 def provenance(artefact: Artefact, extra: list[tuple[str, Any]] | None = None, other_fields: bool = False) -> str:
@@ -264,12 +247,11 @@ def jsonl_table(path: Path, caption: str) -> str:
     return table(columns, rows, caption=caption, note=note, row_headers=False)
 
 
-def described_files(meta: dict[str, Any], key: str) -> dict[str, str]:
-    """``{file: caption}`` from a ``meta.json`` list such as ``"tables": [{"file", "title", "rows", "columns"}]``."""
-    entries = meta.get(key)
+def described_files(meta: dict[str, Any], key: str | tuple[str, ...]) -> dict[str, str]:
+    """``{file: caption}`` from ``meta.json`` lists such as ``"tables": [{"file", "title", "rows", "columns"}]``."""
+    keys = (key,) if isinstance(key, str) else key
+    entries = [entry for k in keys if isinstance(meta.get(k), list) for entry in meta[k]]
     captions: dict[str, str] = {}
-    if not isinstance(entries, list):
-        return captions
     for entry in entries:
         if isinstance(entry, dict) and isinstance(entry.get("file"), str):
             text = str(entry.get("title") or entry["file"])
@@ -278,7 +260,8 @@ def described_files(meta: dict[str, Any], key: str) -> dict[str, str]:
     return captions
 
 
-def _ordered(artefact: Artefact, suffixes: tuple[str, ...], key: str) -> list[tuple[Path, str, str]]:
+def _ordered(artefact: Artefact, suffixes: tuple[str, ...], key: str | tuple[str, ...]
+             ) -> list[tuple[Path, str, str]]:
     """``(path, name, caption)`` of the artefact's files: those ``meta.json`` describes first, in its order."""
     captions = described_files(artefact.meta, key)
     files = {path.relative_to(artefact.path).as_posix(): path for path in artefact.files(suffixes)}
@@ -307,7 +290,7 @@ def image_file(path: Path, caption: str) -> str:
 def tables(artefact: Artefact, skip: frozenset[str] = frozenset()) -> str:
     """Every CSV (and JSON-lines) file of the artefact as a table (captions from ``meta.json``'s ``tables``)."""
     parts = []
-    for path, name, caption in _ordered(artefact, (".csv", ".jsonl"), "tables"):
+    for path, name, caption in _ordered(artefact, (".csv", ".jsonl"), ("tables", "raw")):
         if name not in skip:
             parts.append(csv_table(path, caption) if path.suffix.lower() == ".csv" else jsonl_table(path, caption))
     return "".join(parts)
@@ -323,9 +306,21 @@ def summary_block(meta: dict[str, Any]) -> str:
     return "".join(parts)
 
 
+def arrays_table(meta: dict[str, Any]) -> str:
+    """The arrays ``meta.json`` lists (``.npy`` / ``.safetensors``): file, title, dtype, shape, what rows and
+    columns are (the values themselves are not shown)."""
+    entries = [a for a in meta.get("arrays") or [] if isinstance(a, dict) and isinstance(a.get("file"), str)]
+    if not entries:
+        return ""
+    rows = [[a["file"], str(a.get("title", "")), str(a.get("dtype", "")),
+             " × ".join(str(n) for n in a.get("shape") or []), str(a.get("rows", "")), str(a.get("columns", ""))]
+            for a in entries]
+    return table(["array", "title", "dtype", "shape", "rows", "columns"], rows, caption="arrays", sortable=False)
+
+
 def render_generic(artefact: Artefact) -> str:
-    """Any kind: title and summary, figures, tables, then provenance and parameters."""
-    content = figures(artefact) + tables(artefact)
+    """Any kind: title and summary, figures, tables, arrays, then provenance and parameters."""
+    content = figures(artefact) + tables(artefact) + arrays_table(artefact.meta)
     if not content:
         content = '<p class="note">No CSV or figure in this directory.</p>'
     return (summary_block(artefact.meta) + content + "<h4>Provenance</h4>"
@@ -346,12 +341,14 @@ def card(artefact: Artefact, spec: SectionSpec) -> str:
             f'<span class="badge">{esc(artefact.kind)}</span></h3>{stamp}{body}</article>')
 
 
-def section(section_id: str, title: str, lead: str, columns: list[tuple[Run, list[str]]]) -> str:
-    """A section: one column of cards per run (a single column without run labels for one run)."""
+def section(section_id: str, title: str, lead: str, columns: list[tuple[Run, list[str]]], intro: str = "") -> str:
+    """A section: one column of cards per run (a single column without run labels for one run); ``intro`` is
+    HTML shown above the columns."""
     several = len(columns) > 1
     parts = [f'<section class="report-section" id="{esc(section_id)}"><h2>{esc(title)}</h2>']
     if lead:
         parts.append(f'<p class="lead">{esc(lead)}</p>')
+    parts.append(intro)
     parts.append(f'<div class="runs" style="--runs:{len(columns)}">')
     for run, cards in columns:
         parts.append('<div class="run-column">')
@@ -374,4 +371,5 @@ def kind_sections(runs: list[Run]) -> list[tuple[str, str, int, str]]:
         section_id = f"s-{spec.kind}"
         result.append((section_id, spec.title, count, section(section_id, spec.title, spec.lead, columns)))
     return result
+
 

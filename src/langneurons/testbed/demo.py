@@ -20,6 +20,14 @@ from langneurons.errors import LangNeuronsError
 #: and ``langneurons identify`` keeps ``top_rate=0.01`` as its default.
 DEMO_TOP_RATE = 0.05
 DEMO_SEQ_LEN = 64
+#: what the demo writes into its output folder
+DEMO_ENTRIES = ("stats", "lape.neurons", "ppl", "layers", "report.html")
+
+
+def is_demo_run(path: str | Path) -> bool:
+    """Whether ``path`` holds a previous demo run and nothing else (so a rerun may replace it)."""
+    entries = [p.name for p in Path(path).iterdir() if not p.name.startswith(".")]
+    return bool(entries) and all(name in DEMO_ENTRIES for name in entries)
 
 
 def bundled_model_path() -> Path:

@@ -73,9 +73,13 @@ def read_analysis_meta(directory: str | Path) -> dict[str, Any]:
 
 def neuron_set_provenance(neurons: Any) -> dict[str, Any]:
     """What a neuron set is (method, parameters, site, shape, sizes, the statistics it came from)."""
-    return {"method": neurons.method, "parameters": neurons.parameters, "site": neurons.site,
-            "num_layers": neurons.num_layers, "width": neurons.width, "sizes": neurons.sizes(),
-            "source": neurons.source}
+    sites = list(neurons.sites)
+    head: dict[str, Any] = {"method": neurons.method, "parameters": neurons.parameters}
+    if len(sites) == 1:
+        head.update(site=neurons.site, num_layers=neurons.num_layers, width=neurons.width)
+    else:  # a structure-addressed set: one grid per site
+        head.update(site=sites, grids={site: list(neurons.grid(site)) for site in sites})
+    return {**head, "sizes": neurons.sizes(), "source": neurons.source}
 
 
 def layer_header(num_layers: int) -> list[str]:

@@ -1,12 +1,14 @@
 """One streaming pass over a corpus that feeds neuron activations into statistics.
 
-The recorder never keeps raw activations: a hook at the neuron site of every layer hands the
-activations ``[batch, seq, width]`` to each statistic, which reduces them where they are (on the
-layer's device). It runs the model's base (no LM head: logits are not needed) under
-``torch.inference_mode`` with the model's own attention implementation (SDPA stays SDPA), and stops
-the forward pass once the last hooked layer has fired. :func:`record` streams the corpus (memory does
-not grow with it), runs under ``torchrun`` as one data-parallel rank (:mod:`langneurons.recording.distributed`),
-and can write checkpoints and resume from them (:mod:`langneurons.recording.checkpoint`).
+The recorder never keeps raw activations: a hook at every attached site (one or several, e.g. ``ffn.down_in``,
+``attn.q``, ``attn.k`` and ``attn.o_in`` together; see :mod:`langneurons.recording.hooks`) and layer hands the
+activations ``[batch, seq, width]`` to each statistic that declares that site, which reduces them where they
+are (on the layer's device). It runs the model's base (no LM head: logits are not needed) under
+``torch.inference_mode`` with the model's own attention implementation (SDPA stays SDPA), passes the
+attention mask and position ids of padded batches, and stops the forward pass once every site has fired at
+every layer. :func:`record` streams the corpus (memory does not grow with it), runs under ``torchrun`` as one
+data-parallel rank (:mod:`langneurons.recording.distributed`), and can write checkpoints and resume from them
+(:mod:`langneurons.recording.checkpoint`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from tqdm.auto import tqdm
 
 from langneurons.recording import distributed
 from langneurons.recording.accumulator import AccumulatorGroup, StatsAccumulator
-from langneurons.recording.checkpoint import CheckpointStore, RecordPosition
+from langneurons.recording.checkpoint import Checkpointer, CheckpointStore, RecordPosition
 from langneurons.data.corpus import PackedCorpus, default_seq_len, find_corpus_files
 from langneurons.errors import LangNeuronsError
 from langneurons.model.loading import LoadedModel, as_loaded
@@ -212,30 +214,6 @@ def run_statistics(
     run_batches(model, site_map, batches, statistics, total_tokens=total, progress=progress)
 
 
-class _Checkpointer:
-    """Writes the accumulator every ``every`` windows of this rank, and tracks the position reached."""
-
-    def __init__(self, store: CheckpointStore | None, every: int | None, fingerprint: dict[str, Any],
-                 accumulator: AccumulatorGroup, position: RecordPosition) -> None:
-        self.store, self.every, self.fingerprint = store, every, fingerprint
-        self.accumulator, self.position = accumulator, position
-        self.since = 0
-
-    def after_batch(self, batch: Batch) -> None:
-        windows = int(batch.input_ids.shape[0])
-        self.position.next_batch = int(batch.index) + 1
-        self.position.windows_done += windows
-        self.position.tokens_done += batch.info.num_tokens(*batch.input_ids.shape)
-        self.since += windows
-        if self.store is not None and self.every and self.since >= self.every:
-            self.save()
-
-    def save(self) -> None:
-        if self.store is not None:
-            self.store.save(self.accumulator.state_dict(), self.position, self.fingerprint, self.every)
-            self.since = 0
-
-
 def record(
     model: nn.Module | LoadedModel | str,
     corpus: str | Path | PackedCorpus,
@@ -343,7 +321,7 @@ def record(
                                "(--resume) or delete it")
     distributed.barrier(context)  # every rank has looked at the checkpoints before any rank writes one
     resumed_from = position.next_batch
-    checkpointer = _Checkpointer(store, every, fingerprint, accumulator, position)
+    checkpointer = Checkpointer(store, every, fingerprint, accumulator, position)
 
     cursor = ScheduleCursor()
     planned = select_batches(batch_schedule(source, batch_size, shard_index, num_shards),

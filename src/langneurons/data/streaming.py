@@ -1,11 +1,10 @@
 """Streaming corpora: token windows made while the files are read, so memory does not grow with the corpus.
 
-:func:`langneurons.data.corpus.load_corpus` holds every document, the whole token stream (a Python list)
-and every window of every language at once. A :class:`StreamingCorpus` produces exactly the same
-windows (same tokenization in chunks of documents, same EOS joining, same ``max_tokens`` cap, same
-dropped remainder), one at a time, holding only one chunk of documents. A first pass (:func:`scan_file`)
-checks and hashes every file line by line before any model time is spent, so a broken file is
-reported at once and nothing is half-written.
+This is the one packer: :func:`langneurons.data.corpus.load_corpus` is a view over it (every window
+stacked). A :class:`StreamingCorpus` makes the windows (tokenization in chunks of documents, EOS joining,
+the ``max_tokens`` cap, the dropped remainder) one at a time, holding only one chunk of documents. A first
+pass (:func:`scan_file`) checks and hashes every file line by line before any model time is spent, so a
+broken file is reported at once and nothing is half-written.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from typing import Any, Iterable, Iterator
 
 import torch
 
-from langneurons.data.corpus import find_corpus_files
+from langneurons.data.files import find_corpus_files
 from langneurons.errors import LangNeuronsError
 
 #: Documents tokenized per call (the tokenization of a document does not depend on its chunk).

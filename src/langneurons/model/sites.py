@@ -62,6 +62,10 @@ class SiteMap:
     def num_layers(self) -> int:
         return len(self.modules)
 
+    def hooks(self, fn: "SiteFunction", layers: set[int] | None = None):
+        """Context manager attaching ``fn(layer, tensor)`` at this site (see :func:`site_hooks`)."""
+        return site_hooks(self, fn, layers)
+
     def describe(self) -> dict:
         attribute = "attn_qkv" if self.columns is not None else SITES[self.site][0]
         module_path = getattr(self.spec, attribute) if attribute else ""

@@ -7,13 +7,8 @@ activations ``[batch, seq, width]`` are reduced on their own device (the layer's
 map) to three ``[width]`` vectors; only those travel to the accumulator's device. Activations are
 never copied to the host and never kept.
 
-Two reductions, the same result up to float rounding:
-
-* ``blocks`` (CPU default): blocks of 256 rows summed by a matrix-vector product with a ones vector
-  in ``reduce_dtype`` (float32: fast, error ~1e-7 of the sum of magnitudes; float64: exact to double
-  precision), block sums added in float64 (see :func:`langneurons.stats.activation.column_sums`).
-* ``direct`` (CUDA default): one column reduction per quantity with float64 accumulation and an
-  integer count, on chunks of rows to bound temporaries; on a GPU this is memory-bound and cheap.
+The reduction is the one of :class:`~langneurons.stats.ActivationStats` (:mod:`langneurons.stats.reduce`):
+``blocks`` on the CPU, ``direct`` on accelerators; a batch may mix languages (rows are grouped by language).
 """
 
 from __future__ import annotations
@@ -23,31 +18,30 @@ from typing import Any
 import torch
 
 from langneurons.errors import LangNeuronsError
-from langneurons.stats.activation import ActivationStats, reduce_blocks
-from langneurons.stats.base import PerLanguageBatches
+from langneurons.stats.activation import ActivationStats
+from langneurons.stats.reduce import STRATEGIES, LanguageSums, default_strategy, reduce_direct
 
-STRATEGIES = ("blocks", "direct")
+__all__ = ["DIRECT_CHUNK_ROWS", "STRATEGIES", "StatsAccumulator", "default_strategy"]
+
 #: Rows reduced at once by the ``direct`` strategy (bounds the float32 temporaries).
 DIRECT_CHUNK_ROWS = 4096
 _STATE = ("positive_count", "activation_sum", "activation_sq_sum", "token_count")
+_reduce_direct = reduce_direct  # the 0.1 name
 
 
-def default_strategy(device: torch.device) -> str:
-    """``direct`` on accelerators, ``blocks`` on the CPU."""
-    return "blocks" if torch.device(device).type == "cpu" else "direct"
-
-
-class StatsAccumulator(PerLanguageBatches):
+class StatsAccumulator(LanguageSums):
     """Running sums ``[language, layer, neuron]`` on ``device``; feeds from the recorder's hooks.
 
     Attributes:
         positive_count: ``int64[K, L, I]``; activation_sum, activation_sq_sum: ``float64[K, L, I]``;
-        token_count: ``int64[K]`` (all on ``device``).
+        token_count: ``int64[K]`` (all on ``device``); sites: ``(site,)`` when it was given.
     """
 
     def __init__(self, languages: list[str], num_layers: int, width: int, device: str | torch.device = "cpu",
-                 reduce_dtype: torch.dtype = torch.float32, strategy: str | None = None) -> None:
+                 reduce_dtype: torch.dtype = torch.float32, strategy: str | None = None,
+                 site: str | None = None) -> None:
         self.languages = list(languages)
+        self.sites: tuple[str, ...] = (site,) if site else ()
         self.device = torch.device(device)
         self.reduce_dtype = reduce_dtype
         self.strategy = strategy or default_strategy(self.device)
@@ -62,31 +56,9 @@ class StatsAccumulator(PerLanguageBatches):
         self._mask: torch.Tensor | None = None
         self._scratch: torch.Tensor | None = None
 
-    # -- SiteStatistic -------------------------------------------------------------------------
-    def update(self, layer: int, activations: torch.Tensor) -> None:
-        """Reduce ``activations[..., width]`` of ``layer`` on their device into the current language's sums."""
-        flat = activations.reshape(-1, activations.shape[-1])
-        if self._mask is not None:
-            flat = flat[self._mask.to(flat.device)]
-        if self.strategy == "blocks":
-            positive, total, squares = reduce_blocks(flat, self.reduce_dtype, self._scratch_for(flat))
-        else:
-            positive, total, squares = _reduce_direct(flat, self.reduce_dtype)
-        k = self._current
-        self.positive_count[k, layer] += positive.to(self.device, non_blocking=True)
-        self.activation_sum[k, layer] += total.to(self.device, non_blocking=True)
-        self.activation_sq_sum[k, layer] += squares.to(self.device, non_blocking=True)
-
-    def end_batch(self) -> None:
-        self._mask = None
-
-    def _scratch_for(self, flat: torch.Tensor) -> torch.Tensor:
-        """A reusable ``[n, width]`` buffer in ``reduce_dtype`` (fresh memory would cost page faults per layer)."""
-        shape = (flat.shape[0], flat.shape[1])
-        scratch = self._scratch
-        if scratch is None or scratch.shape != shape or scratch.device != flat.device:
-            scratch = self._scratch = torch.empty(shape, dtype=self.reduce_dtype, device=flat.device)
-        return scratch
+    @property
+    def direct_chunk_rows(self) -> int:  # read at every update, so that tests can shrink it
+        return DIRECT_CHUNK_ROWS
 
     # -- state ---------------------------------------------------------------------------------
     def tensors(self) -> list[torch.Tensor]:
@@ -113,16 +85,30 @@ class StatsAccumulator(PerLanguageBatches):
         return ActivationStats(self.languages, *(state[name] for name in _STATE), meta=meta)
 
 
-def _reduce_direct(flat: torch.Tensor, reduce_dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
-    """The same with column reductions (int64 counts, float64 accumulation), chunk by chunk of rows."""
-    width, device = flat.shape[-1], flat.device
-    positive = torch.zeros(width, dtype=torch.int64, device=device)
-    total = torch.zeros(width, dtype=torch.float64, device=device)
-    squares = torch.zeros(width, dtype=torch.float64, device=device)
-    square_dtype = torch.float64 if reduce_dtype == torch.float64 else torch.float32
-    for chunk in flat.split(DIRECT_CHUNK_ROWS):
-        positive += (chunk > 0).sum(0)
-        total += chunk.sum(0, dtype=torch.float64)
-        values = chunk.to(square_dtype)  # bf16/fp16 squares are exact in float32
-        squares += (values * values).sum(0, dtype=torch.float64)
-    return positive, total, squares
+
+class AccumulatorGroup:
+    """One :class:`StatsAccumulator` per site of a recording, checkpointed and all-reduced together.
+
+    With one site the state is that accumulator's (so checkpoints of one-site recordings are unchanged);
+    with several, every tensor name is prefixed by ``{site}/``.
+    """
+
+    def __init__(self, accumulators: dict[str, StatsAccumulator]) -> None:
+        self.accumulators = dict(accumulators)
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [tensor for accumulator in self.accumulators.values() for tensor in accumulator.tensors()]
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        if len(self.accumulators) == 1:
+            return next(iter(self.accumulators.values())).state_dict()
+        return {f"{site}/{name}": tensor for site, accumulator in self.accumulators.items()
+                for name, tensor in accumulator.state_dict().items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if len(self.accumulators) == 1:
+            next(iter(self.accumulators.values())).load_state_dict(state)
+            return
+        for site, accumulator in self.accumulators.items():
+            prefix = f"{site}/"
+            accumulator.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})

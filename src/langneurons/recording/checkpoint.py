@@ -147,3 +147,28 @@ class CheckpointStore:
 def _short(value: Any, limit: int = 80) -> str:
     text = json.dumps(value, default=str)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class Checkpointer:
+    """Writes the accumulator (anything with ``state_dict()``) every ``every`` windows of this rank, and tracks
+    the position reached (``after_batch`` is the recorder's hook)."""
+
+    def __init__(self, store: CheckpointStore | None, every: int | None, fingerprint: dict[str, Any],
+                 accumulator: Any, position: RecordPosition) -> None:
+        self.store, self.every, self.fingerprint = store, every, fingerprint
+        self.accumulator, self.position = accumulator, position
+        self.since = 0
+
+    def after_batch(self, batch: Any) -> None:
+        windows = int(batch.input_ids.shape[0])
+        self.position.next_batch = int(batch.index) + 1
+        self.position.windows_done += windows
+        self.position.tokens_done += batch.info.num_tokens(*batch.input_ids.shape)
+        self.since += windows
+        if self.store is not None and self.every and self.since >= self.every:
+            self.save()
+
+    def save(self) -> None:
+        if self.store is not None:
+            self.store.save(self.accumulator.state_dict(), self.position, self.fingerprint, self.every)
+            self.since = 0

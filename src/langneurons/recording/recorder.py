@@ -1,12 +1,14 @@
 """One streaming pass over a corpus that feeds neuron activations into statistics.
 
-The recorder never keeps raw activations: a hook at the neuron site of every layer hands the
-activations ``[batch, seq, width]`` to each statistic, which reduces them where they are (on the
-layer's device). It runs the model's base (no LM head: logits are not needed) under
-``torch.inference_mode`` with the model's own attention implementation (SDPA stays SDPA), and stops
-the forward pass once the last hooked layer has fired. :func:`record` streams the corpus (memory does
-not grow with it), runs under ``torchrun`` as one data-parallel rank (:mod:`langneurons.recording.distributed`),
-and can write checkpoints and resume from them (:mod:`langneurons.recording.checkpoint`).
+The recorder never keeps raw activations: a hook at every attached site (one or several, e.g. ``ffn.down_in``,
+``attn.q``, ``attn.k`` and ``attn.o_in`` together; see :mod:`langneurons.recording.hooks`) and layer hands the
+activations ``[batch, seq, width]`` to each statistic that declares that site, which reduces them where they
+are (on the layer's device). It runs the model's base (no LM head: logits are not needed) under
+``torch.inference_mode`` with the model's own attention implementation (SDPA stays SDPA), passes the
+attention mask and position ids of padded batches, and stops the forward pass once every site has fired at
+every layer. :func:`record` streams the corpus (memory does not grow with it), runs under ``torchrun`` as one
+data-parallel rank (:mod:`langneurons.recording.distributed`), and can write checkpoints and resume from them
+(:mod:`langneurons.recording.checkpoint`).
 """
 
 from __future__ import annotations
@@ -21,13 +23,15 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from langneurons.recording import distributed
-from langneurons.recording.accumulator import StatsAccumulator
-from langneurons.recording.checkpoint import CheckpointStore, RecordPosition
+from langneurons.recording.accumulator import AccumulatorGroup, StatsAccumulator
+from langneurons.recording.checkpoint import Checkpointer, CheckpointStore, RecordPosition
 from langneurons.data.corpus import PackedCorpus, default_seq_len, find_corpus_files
 from langneurons.errors import LangNeuronsError
 from langneurons.model.loading import LoadedModel, as_loaded
 from langneurons.recording.schedule import PlannedBatch, ScheduleCursor, batch_schedule, select_batches
-from langneurons.model.sites import SiteMap, input_device, locate_site, site_hooks
+from langneurons.model.sites import SiteMap, input_device, locate_site
+from langneurons.data.batching import forward_kwargs, last_index
+from langneurons.recording.hooks import as_providers, attach_all, expected_calls, route
 from langneurons.stats.activation import ActivationStats
 from langneurons.stats.base import BatchInfo, SiteStatistic
 from langneurons.data.streaming import StreamingCorpus, scan_file
@@ -68,13 +72,15 @@ def shard_windows(windows: torch.Tensor, shard_index: int, num_shards: int) -> t
 class Batch:
     """One forward pass worth of input: ``input_ids[batch, seq]``, optional ``attention_mask`` (1 = token).
 
-    ``index`` is the batch's position in a recording's schedule (for checkpoints), when it has one.
+    ``index`` is the batch's position in a recording's schedule (for checkpoints), when it has one;
+    ``token_mask`` (``bool[batch, seq]``) the positions the statistics count, when not all real tokens.
     """
 
     info: BatchInfo
     input_ids: torch.Tensor
     attention_mask: torch.Tensor | None = None
     index: int | None = None
+    token_mask: torch.Tensor | None = None  # positions that count, when not every real token does (a BOS)
 
 
 def window_batches(windows: dict[str, torch.Tensor], batch_size: int,
@@ -106,7 +112,7 @@ def expected_tokens(source: PackedCorpus | StreamingCorpus, parts: int = 1) -> i
 @torch.inference_mode()
 def run_batches(
     model: nn.Module,
-    site_map: SiteMap,
+    sites: Any,
     batches: Iterable[Batch],
     statistics: Iterable[SiteStatistic],
     total_tokens: int | None = None,
@@ -115,44 +121,59 @@ def run_batches(
     stop_early: bool = True,
     after_batch: Callable[[Batch], None] | None = None,
 ) -> None:
-    """Run ``batches`` through the model's decoder stack and feed every statistic at the site.
+    """Run ``batches`` through the model's decoder stack and feed every statistic at the sites it declares.
 
-    A batch with an ``attention_mask`` (right padding) passes it to the model and to the statistics as
-    ``BatchInfo.token_mask``, so padding never counts. With ``stop_early`` the forward pass ends as soon
-    as every layer's site has fired (the rest of the last layer and the final norm are skipped); not when
-    accelerate offloads weights, whose hooks must run to the end. ``after_batch`` runs after each batch.
+    ``sites`` is one SiteMap (or site provider, or site name), several, or ``None`` (the sites the statistics
+    declare); all are attached in one pass (see :mod:`langneurons.recording.hooks`). A batch with an
+    ``attention_mask`` (left or right padding) passes it and ``position_ids`` from it (when the forward takes
+    them) to the model, and gives the statistics ``BatchInfo.token_mask`` (``Batch.token_mask`` when set, else
+    the attention mask) and ``BatchInfo.last_index``, so padding never counts. With ``stop_early`` the forward
+    pass ends as soon as every site has fired at every hooked layer (the rest of the last layer and the final
+    norm are skipped); not when accelerate offloads weights, whose hooks must run to the end. ``after_batch``
+    runs after each batch.
     """
     statistics = list(statistics)
+    providers = as_providers(model, sites, statistics)
+    table = route(providers, statistics)
+    expected = {provider.site: expected_calls(provider) for provider in providers}
+    everything = sum(expected.values())
     body, device = model_body(model), execution_device(model)
     stop_early = stop_early and not offloads_weights(model)
-    fired = [0]
+    fired = {site: 0 for site in expected}
+    total = [0]
 
-    def feed(layer: int, activations: torch.Tensor) -> None:
-        for statistic in statistics:
-            statistic.update(layer, activations)
-        fired[0] += 1
-        if stop_early and fired[0] == site_map.num_layers:
-            raise _LastLayerDone
+    def make_feed(provider: Any) -> Callable[[int, Any], None]:
+        site, consumers = provider.site, table[provider.site]
+
+        def feed(layer: int, activations: Any) -> None:
+            for update in consumers:
+                update(layer, activations)
+            fired[site] += 1
+            total[0] += 1
+            if stop_early and total[0] == everything:
+                raise _LastLayerDone
+
+        return feed
 
     bar = tqdm(total=total_tokens, unit="tok", unit_scale=True, disable=not progress, desc=desc, dynamic_ncols=True)
-    with site_hooks(site_map, feed), bar:
+    with attach_all(providers, make_feed), bar:
         for batch in batches:
-            bar.set_description(f"{desc} {batch.info.language}", refresh=False)
+            bar.set_description(f"{desc} {batch.info.language or 'mixed'}", refresh=False)
             input_ids = batch.input_ids.to(device, non_blocking=True)
-            kwargs = {}
-            if batch.attention_mask is not None:
-                kwargs["attention_mask"] = batch.attention_mask.to(device)
-                batch.info.token_mask = kwargs["attention_mask"].bool()
+            kwargs = _prepare(batch, body, device, *input_ids.shape)
             for statistic in statistics:
                 statistic.begin_batch(batch.info, input_ids.shape[0], input_ids.shape[1])
-            fired[0] = 0
+            for site in fired:
+                fired[site] = 0
+            total[0] = 0
             try:
                 body(input_ids=input_ids, use_cache=False, **kwargs)
             except _LastLayerDone:
                 pass
-            if fired[0] != site_map.num_layers:
-                raise LangNeuronsError(f"the site {site_map.site!r} fired {fired[0]} times in a forward pass "
-                                       f"of {site_map.num_layers} layers")
+            for site, count in fired.items():
+                if count != expected[site]:
+                    raise LangNeuronsError(f"the site {site!r} fired {count} times in a forward pass of "
+                                           f"{expected[site]} layers")
             for statistic in statistics:
                 statistic.end_batch()
             if after_batch is not None:
@@ -161,6 +182,21 @@ def run_batches(
         if bar.total is not None and bar.n < bar.total:  # the total was an upper bound (a streamed corpus)
             bar.total = bar.n
             bar.refresh()
+
+
+def _prepare(batch: Batch, body: nn.Module, device: torch.device, batch_size: int, seq_len: int) -> dict[str, Any]:
+    """Fill ``batch.info`` (token mask, last index) and return the forward's padding arguments."""
+    info, kwargs = batch.info, {}
+    counted = batch.token_mask if batch.token_mask is not None else info.token_mask
+    if batch.attention_mask is not None:
+        mask = batch.attention_mask.to(device)
+        kwargs = forward_kwargs(body, mask)
+        counted = mask if batch.token_mask is None else counted
+        info.last_index = last_index(mask)
+    else:
+        info.last_index = last_index(None, seq_len, batch_size).to(device)
+    info.token_mask = None if counted is None else counted.to(device).bool()
+    return kwargs
 
 
 def run_statistics(
@@ -176,30 +212,6 @@ def run_statistics(
     batches = window_batches(windows, batch_size, sample_ids)
     total = sum(int(w.numel()) for w in windows.values())
     run_batches(model, site_map, batches, statistics, total_tokens=total, progress=progress)
-
-
-class _Checkpointer:
-    """Writes the accumulator every ``every`` windows of this rank, and tracks the position reached."""
-
-    def __init__(self, store: CheckpointStore | None, every: int | None, fingerprint: dict[str, Any],
-                 accumulator: StatsAccumulator, position: RecordPosition) -> None:
-        self.store, self.every, self.fingerprint = store, every, fingerprint
-        self.accumulator, self.position = accumulator, position
-        self.since = 0
-
-    def after_batch(self, batch: Batch) -> None:
-        windows = int(batch.input_ids.shape[0])
-        self.position.next_batch = int(batch.index) + 1
-        self.position.windows_done += windows
-        self.position.tokens_done += batch.info.num_tokens(*batch.input_ids.shape)
-        self.since += windows
-        if self.store is not None and self.every and self.since >= self.every:
-            self.save()
-
-    def save(self) -> None:
-        if self.store is not None:
-            self.store.save(self.accumulator.state_dict(), self.position, self.fingerprint, self.every)
-            self.since = 0
 
 
 def record(
@@ -225,8 +237,11 @@ def record(
     resume: bool = False,
     distributed_run: bool | None = None,
     reduction: str | None = None,
-) -> ActivationStats:
+    sites: list[str] | tuple[str, ...] | None = None,
+) -> ActivationStats | dict[str, ActivationStats]:
     """Record per-language activation statistics of every neuron at ``site``.
+
+    With ``sites=[...]`` every site is recorded in the same pass and the result is ``{site: ActivationStats}``.
 
     ``corpus`` is a directory of ``{lang}.txt`` / ``{lang}.jsonl`` files, streamed (windows are made
     while the files are read), or a packed corpus. Returns :class:`ActivationStats` with tensors
@@ -259,7 +274,10 @@ def record(
                                "run one process per model copy")
     loaded = as_loaded(model, tokenizer, device=device, dtype=dtype, revision=revision, device_map=device_map,
                        offload_folder=offload_folder)
-    site_map = locate_site(loaded.model, site)
+    names = [site] if sites is None else list(dict.fromkeys(sites))
+    if not names:
+        raise LangNeuronsError("sites must name at least one site")
+    site_maps = {name: locate_site(loaded.model, name) for name in names}
     if files is None:
         source: PackedCorpus | StreamingCorpus = corpus
     else:
@@ -270,15 +288,18 @@ def record(
         if max_tokens is not None and max_tokens < source.seq_len:
             raise LangNeuronsError(f"--max-tokens {max_tokens} is smaller than one window (--seq-len {source.seq_len})")
     stats_device = execution_device(loaded.model)
-    accumulator = StatsAccumulator(source.languages, site_map.num_layers, site_map.width, stats_device,
-                                   reduce_dtype=reduce_dtype, strategy=reduction)
+    accumulators = {name: StatsAccumulator(source.languages, site_map.num_layers, site_map.width, stats_device,
+                                           reduce_dtype=reduce_dtype, strategy=reduction, site=name)
+                    for name, site_map in site_maps.items()}
+    accumulator = AccumulatorGroup(accumulators)
+    first = next(iter(accumulators.values()))
     parameters = {"batch_size": batch_size, "shard_index": shard_index, "num_shards": num_shards,
-                  "reduce_dtype": str(reduce_dtype).replace("torch.", ""), "reduction": accumulator.strategy,
+                  "reduce_dtype": str(reduce_dtype).replace("torch.", ""), "reduction": first.strategy,
                   "world_size": context.world_size}
     provenance = loaded.provenance()
     fingerprint = {
         **{key: provenance[key] for key in ("model", "revision", "model_type", "dtype")},
-        "site": site, "num_layers": site_map.num_layers, "width": site_map.width, "languages": source.languages,
+        **_site_fingerprint(site_maps), "languages": source.languages,
         "corpus": {"path": None if files is None else str(corpus), "seq_len": source.seq_len,
                    "max_tokens": source.max_tokens,
                    "sha256": {lang: entry["sha256"] for lang, entry in source.provenance()["files"].items()}},
@@ -300,7 +321,7 @@ def record(
                                "(--resume) or delete it")
     distributed.barrier(context)  # every rank has looked at the checkpoints before any rank writes one
     resumed_from = position.next_batch
-    checkpointer = _Checkpointer(store, every, fingerprint, accumulator, position)
+    checkpointer = Checkpointer(store, every, fingerprint, accumulator, position)
 
     cursor = ScheduleCursor()
     planned = select_batches(batch_schedule(source, batch_size, shard_index, num_shards),
@@ -308,7 +329,8 @@ def record(
     total = expected_tokens(source, num_shards * context.world_size)
     if total is not None:
         total = max(total - position.tokens_done, 0)
-    run_batches(loaded.model, site_map, (_as_batch(p) for p in planned), [accumulator], total_tokens=total,
+    run_batches(loaded.model, list(site_maps.values()), (_as_batch(p) for p in planned),
+                list(accumulators.values()), total_tokens=total,
                 progress=progress and context.is_main, after_batch=checkpointer.after_batch)
     if cursor.length is not None:
         position.next_batch = max(position.next_batch, cursor.length)
@@ -317,19 +339,33 @@ def record(
     rank_tokens[context.rank] = position.tokens_done
     distributed.all_reduce_sum(context, [*accumulator.tensors(), rank_tokens])
 
-    meta = {
-        **provenance,
-        "site": site,
-        "site_info": site_map.describe(),
-        "architecture": site_map.spec.to_dict(),
-        "corpus": {"path": None if files is None else str(corpus), **source.provenance()},
-        "parameters": parameters,
-    }
-    if context.is_distributed:
-        meta["rank_tokens"] = rank_tokens.tolist()
-    if resumed_from:
-        meta["resumed_from_batch"] = resumed_from
-    return accumulator.to_stats(meta)
+    results = {}
+    for name, site_map in site_maps.items():
+        meta = {
+            **provenance,
+            "site": name,
+            "site_info": site_map.describe(),
+            "architecture": site_map.spec.to_dict(),
+            "corpus": {"path": None if files is None else str(corpus), **source.provenance()},
+            "parameters": parameters,
+        }
+        if len(site_maps) > 1:
+            meta["recorded_with"] = names  # the sites of the same pass
+        if context.is_distributed:
+            meta["rank_tokens"] = rank_tokens.tolist()
+        if resumed_from:
+            meta["resumed_from_batch"] = resumed_from
+        results[name] = accumulators[name].to_stats(meta)
+    return results[site] if sites is None else results
+
+
+def _site_fingerprint(site_maps: dict[str, SiteMap]) -> dict[str, Any]:
+    """What a checkpoint must match about the sites (one site: the 0.1 keys, so old checkpoints resume)."""
+    if len(site_maps) == 1:
+        site_map = next(iter(site_maps.values()))
+        return {"site": site_map.site, "num_layers": site_map.num_layers, "width": site_map.width}
+    return {"site": list(site_maps), "num_layers": [m.num_layers for m in site_maps.values()],
+            "width": [m.width for m in site_maps.values()]}
 
 
 def _as_batch(planned: PlannedBatch) -> Batch:

@@ -14,16 +14,17 @@ import torch
 
 from langneurons.sets.artefacts import read_artefact, write_artefact
 from langneurons.errors import LangNeuronsError
-from langneurons.stats.base import BatchInfo, PerLanguageBatches
+from langneurons.stats.base import BatchInfo
+from langneurons.stats.reduce import REDUCE_CHUNK, LanguageSums, column_sums, reduce_blocks
+
+__all__ = ["ActivationStats", "REDUCE_CHUNK", "column_sums", "load_stats", "reduce_blocks"]
 
 KIND = "activation_stats"
 SCHEMA_VERSION = 1
-#: Rows summed per block in float32 before the float64 accumulation (see :func:`column_sums`).
-REDUCE_CHUNK = 256
 _FIELDS = ("positive_count", "activation_sum", "activation_sq_sum")
 
 
-class ActivationStats(PerLanguageBatches):
+class ActivationStats(LanguageSums):
     """Running per-language statistics, tensors ``[language, layer, neuron]``.
 
     Attributes:
@@ -32,7 +33,10 @@ class ActivationStats(PerLanguageBatches):
         activation_sum, activation_sq_sum: ``float64[K, L, I]`` sum and sum of squares.
         token_count: ``int64[K]`` tokens seen per language (every layer sees every token).
         meta: provenance (model, site, dtype, corpus hashes, parameters, ...).
+        sites: the site it is fed from in a recording (``(meta["site"],)``; empty: whatever one site is attached).
     """
+
+    strategy = "blocks"
 
     def __init__(
         self,
@@ -55,8 +59,10 @@ class ActivationStats(PerLanguageBatches):
         self.token_count = token_count
         self.meta = dict(meta or {})
         self.reduce_dtype = torch.float32
+        self.sites: tuple[str, ...] = (self.meta["site"],) if self.meta.get("site") else ()
         self._current: int | None = None
         self._mask: torch.Tensor | None = None
+        self._scratch = None
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -94,20 +100,6 @@ class ActivationStats(PerLanguageBatches):
         return self
 
     # -- streaming ----------------------------------------------------------------------------
-    def update(self, layer: int, activations: torch.Tensor) -> None:
-        """Reduce ``activations[..., width]`` of ``layer`` into the current language's sums."""
-        flat = activations.reshape(-1, activations.shape[-1])
-        if self._mask is not None:
-            flat = flat[self._mask.to(flat.device)]
-        positive, total, squares = reduce_blocks(flat, self.reduce_dtype)
-        k, device = self._current, self.positive_count.device
-        self.positive_count[k, layer] += positive.to(device)
-        self.activation_sum[k, layer] += total.to(device)
-        self.activation_sq_sum[k, layer] += squares.to(device)
-
-    def end_batch(self) -> None:
-        self._mask = None
-
     def add(self, language: str, layer: int, activations: torch.Tensor, count_tokens: bool = True) -> None:
         """Add the activations ``[..., width]`` of one layer for ``language`` (outside the recorder)."""
         n = activations.reshape(-1, activations.shape[-1]).shape[0]
@@ -183,36 +175,6 @@ class ActivationStats(PerLanguageBatches):
     def __repr__(self) -> str:
         return (f"ActivationStats(languages={self.languages}, layers={self.num_layers}, width={self.width}, "
                 f"tokens={self.token_count.tolist()}, site={self.meta.get('site')!r})")
-
-
-def column_sums(values: torch.Tensor, chunk: int = REDUCE_CHUNK) -> torch.Tensor:
-    """``float64[width]`` sums over the rows of ``values[n, width]``.
-
-    Each block of ``chunk`` rows is summed by a matrix-vector product with a ones vector (on CPU far
-    faster than a reduction over the leading dimension) in ``values.dtype``; block sums are added in
-    float64. For float32 the relative error stays near 1e-7 of the sum of magnitudes; counts of 0/1
-    values are exact.
-    """
-    width = values.shape[-1]
-    ones = torch.ones(1, min(chunk, values.shape[0]), dtype=values.dtype, device=values.device)
-    blocks = [ones[:, : block.shape[0]] @ block for block in values.split(chunk)]
-    if not blocks:
-        return torch.zeros(width, dtype=torch.float64, device=values.device)
-    return torch.cat(blocks).to(torch.float64).sum(0)
-
-
-def reduce_blocks(flat: torch.Tensor, reduce_dtype: torch.dtype, scratch: torch.Tensor | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Counts of values > 0 (``int64[width]``), sums and sums of squares (``float64[width]``) over the rows of
-    ``flat[n, width]``, by block GEMVs in ``reduce_dtype`` (see :func:`column_sums`)."""
-    values = flat.to(reduce_dtype)
-    if scratch is None:
-        scratch = torch.empty_like(values)
-    torch.gt(values, 0, out=scratch)  # 1.0 where the neuron is active
-    positive = column_sums(scratch).round().long()
-    total = column_sums(values)
-    torch.mul(values, values, out=scratch)
-    return positive, total, column_sums(scratch)
 
 
 def _merge_meta(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:

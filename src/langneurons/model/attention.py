@@ -273,20 +273,23 @@ class AttentionSite:
     site = ATTENTION_SITE
     width = None
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, layers: set[int] | None = None) -> None:
         problem = attention_capture_problem(model)
         if problem is not None:
             raise LangNeuronsError(problem)
         self.model = model
         self.num_layers = len(attention_modules(model))
+        self.hooked_layers = None if layers is None else sorted(set(layers))
 
     def hooks(self, fn: AttentionFunction, layers: set[int] | None = None):
-        return capture_attention(self.model, fn, layers)
+        chosen = layers if layers is not None else self.hooked_layers
+        return capture_attention(self.model, fn, None if chosen is None else set(chosen))
 
     def describe(self) -> dict[str, Any]:
         return {"site": self.site, "num_layers": self.num_layers, "implementation": _implementation(self.model)}
 
 
-def attention_site(model: nn.Module) -> AttentionSite:
-    """The attention-internal site provider of ``model`` (raises when the family does not support it)."""
-    return AttentionSite(model)
+def attention_site(model: nn.Module, layers: set[int] | None = None) -> AttentionSite:
+    """The attention-internal site provider of ``model`` (of ``layers`` only, if given); raises when the family
+    does not support attention capture."""
+    return AttentionSite(model, layers)

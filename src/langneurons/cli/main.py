@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "merge",
     "identify",
     "perplexity",
+    "task",
     "masks",
     "pv",
     "generate",

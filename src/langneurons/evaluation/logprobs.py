@@ -57,10 +57,12 @@ class HeadPath:
 
 
 class TokenScores(NamedTuple):
-    """``logprobs[B, T]`` of each target token (0 elsewhere) and ``greedy bool[B, T]``: the target is the argmax."""
+    """``logprobs[B, T]`` of each target token (0 elsewhere), ``greedy bool[B, T]`` (the target is the argmax)
+    and ``argmax long[B, T]`` (the argmax token predicting position t; -1 where nothing is scored)."""
 
     logprobs: torch.Tensor
     greedy: torch.Tensor
+    argmax: torch.Tensor
 
 
 _PATHS: WeakKeyDictionary = WeakKeyDictionary()
@@ -181,9 +183,10 @@ def _targets(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, targe
 
 
 def _score_chunks(logits_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], rows: torch.Tensor,
-                  cols: torch.Tensor, targets: torch.Tensor, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probability and argmax-match of ``targets[n]`` from ``logits_of(rows, cols) -> [n, vocab]``."""
-    logprobs, greedy = [], []
+                  cols: torch.Tensor, targets: torch.Tensor, chunk: int
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probability of ``targets[n]`` and the argmax token from ``logits_of(rows, cols) -> [n, vocab]``."""
+    logprobs, argmax = [], []
     for start in range(0, rows.numel(), chunk):
         part = slice(start, start + chunk)
         logits = logits_of(rows[part], cols[part])
@@ -191,11 +194,11 @@ def _score_chunks(logits_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor
         target = targets[part].to(logits.device)
         picked = logits.gather(-1, target[:, None])[:, 0]
         logprobs.append((picked - torch.logsumexp(logits, dim=-1)).cpu())
-        greedy.append((logits.argmax(-1) == target).cpu())
+        argmax.append(logits.argmax(-1).cpu())
         del logits
     if not logprobs:
-        return torch.zeros(0), torch.zeros(0, dtype=torch.bool)
-    return torch.cat(logprobs), torch.cat(greedy)
+        return torch.zeros(0), torch.zeros(0, dtype=torch.long)
+    return torch.cat(logprobs), torch.cat(argmax)
 
 
 @torch.inference_mode()
@@ -232,13 +235,14 @@ def token_scores(model: nn.Module, input_ids: torch.Tensor, attention_mask: torc
     chunk = chunk_size or default_chunk(vocab)
     if chunk < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk}")
-    logprobs, greedy = _score_chunks(logits_of, rows, cols, targets, chunk)
+    logprobs, best = _score_chunks(logits_of, rows, cols, targets, chunk)
     dtype = logprobs.dtype if logprobs.numel() else torch.float32
     out = torch.zeros(input_ids.shape, dtype=dtype)
-    hits = torch.zeros(input_ids.shape, dtype=torch.bool)
-    out[rows.cpu(), cols.cpu()] = logprobs
-    hits[rows.cpu(), cols.cpu()] = greedy
-    return TokenScores(out, hits)
+    top = torch.full(input_ids.shape, -1, dtype=torch.long)
+    rows, cols = rows.cpu(), cols.cpu()
+    out[rows, cols] = logprobs
+    top[rows, cols] = best
+    return TokenScores(out, top == input_ids.cpu(), top)
 
 
 def token_logprobs(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,

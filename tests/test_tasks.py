@@ -355,3 +355,51 @@ def test_cli_task_writes_the_table(llama_dir, tmp_path):
     assert meta["random"]["sizes"] == {"aa": 80, "zh": 10} and meta["task_settings"]["metric"] == "choice"
     assert main(["task", "--model", str(llama_dir), "--task", str(task_file), "--deactivate", "aa",
                  "--out", str(tmp_path / "o2")]) == 2
+
+
+LM_EVAL_YAML = """task: ln_offline_mc
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{{{question}}}}"
+doc_to_choice: "{{{{choices}}}}"
+doc_to_target: "{{{{label}}}}"
+metric_list:
+  - metric: acc
+"""
+
+
+def test_lm_eval_bridge_runs_a_local_task_inside_an_intervention(tokenizer, tmp_path, monkeypatch):
+    pytest.importorskip("lm_eval")
+    from langneurons.evaluation.tasks.lmeval import run_lm_eval
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    items = [item for item in CHOICE_ITEMS if item.language == "aa"]
+    data = tmp_path / "data.jsonl"
+    data.write_text("\n".join(json.dumps({"question": i.prompt, "choices": list(i.options), "label": i.label})
+                              for i in items) + "\n")
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "ln_offline_mc.yaml").write_text(LM_EVAL_YAML.format(data=data))
+    model = tiny_model("llama").double()
+    neurons = small_neurons(model)
+    loaded = loaded_of(model, tokenizer)
+    results = run_lm_eval(loaded, ["ln_offline_mc"], ["normal", "deactivate:aa"],
+                          edit=lambda c: ln.deactivate(model, neurons, c.split(":")[1]),
+                          include_path=tmp_path / "tasks", log_samples=True)
+    ours = evaluate_task(loaded, Task("mc", "choice", items, normalization="sum"), ["normal", "deactivate:aa"],
+                         lambda c, lang, col: ln.deactivate(model, neurons, c.split(":")[1]), progress=False)
+    for condition in ("normal", "deactivate:aa"):
+        samples = sorted(results[condition]["samples"]["ln_offline_mc"], key=lambda s: s["doc_id"])
+        for sample, score in zip(samples, ours.items[condition]):
+            theirs = [float(r[0][0]) for r in sample["resps"]]  # lm-eval's log-likelihood of each option
+            assert all(abs(a - b) < 1e-6 for a, b in zip(theirs, score.details["logprob"]))
+        acc = results[condition]["results"]["ln_offline_mc"]["acc,none"]
+        assert math.isclose(acc, float(ours.row(condition)[0]), abs_tol=1e-9)
+    normal = [r[0][0] for s in results["normal"]["samples"]["ln_offline_mc"] for r in s["resps"]]
+    edited = [r[0][0] for s in results["deactivate:aa"]["samples"]["ln_offline_mc"] for r in s["resps"]]
+    assert max(abs(a - b) for a, b in zip(normal, edited)) > 1e-6

@@ -216,7 +216,8 @@ def test_task_under_deactivation_equals_the_forward_passes_in_the_same_context(t
             assert result.accuracy[r, c] == sum(mine) / len(mine)
     # leaving the context restored the model: the normal row is reproduced
     again = evaluate_task(loaded_of(model, tokenizer), task, ["normal"], progress=False)
-    assert [s.details["logprob"] for s in again.items["normal"]] == [s.details["logprob"] for s in result.items["normal"]]
+    before = [s.details["logprob"] for s in result.items["normal"]]
+    assert [s.details["logprob"] for s in again.items["normal"]] == before
 
 
 def test_batch_edit_sees_the_item_of_every_row(tokenizer):

@@ -192,7 +192,8 @@ def encode_pair(tokenizer: Any, prompt: str, continuation: str) -> tuple[list[in
     return context, tail
 
 
-def encode_options(tokenizer: Any, task: Task, item: TaskItem, texts: Iterable[str]) -> list[tuple[list[int], list[int]]]:
+def encode_options(tokenizer: Any, task: Task, item: TaskItem, texts: Iterable[str]
+                   ) -> list[tuple[list[int], list[int]]]:
     """:func:`encode_pair` of each of ``texts`` after ``item.prompt`` under the task's space rule."""
     space = task.space_for(item.language)
     return [encode_pair(tokenizer, item.prompt, join_continuation(item.prompt, text, space)) for text in texts]

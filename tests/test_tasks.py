@@ -373,6 +373,7 @@ metric_list:
 """
 
 
+@pytest.mark.slow  # importing lm_eval and datasets: ~20 s
 def test_lm_eval_bridge_runs_a_local_task_inside_an_intervention(tokenizer, tmp_path, monkeypatch):
     pytest.importorskip("lm_eval")
     from langneurons.evaluation.tasks.lmeval import run_lm_eval

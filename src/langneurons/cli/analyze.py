@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from langneurons.cli._common import add_force_option, add_placement_options, prepare_outputs
+from langneurons.cli._common import add_force_option, add_list_option, add_placement_options, prepare_outputs
 
 
 def _add_model(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +23,7 @@ def _add_model(parser: argparse.ArgumentParser) -> None:
 def _add_parallel(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--corpus", required=True,
                         help="parallel corpus: directory of line-aligned {lang}.txt files (line i = same sentence)")
-    parser.add_argument("--langs", default=None, help="comma-separated languages (default: every {lang}.txt)")
+    add_list_option(parser, "--langs", "languages, e.g. --langs en zh (default: every {lang}.txt)", metavar="LANG")
     parser.add_argument("--max-samples", type=int, default=None, help="use at most this many aligned sentences")
     parser.add_argument("--max-length", type=int, default=512, help="truncate each sentence to this many tokens")
     parser.add_argument("--batch-size", type=int, default=16, help="sentences per forward pass")
@@ -37,7 +37,7 @@ def add_parser(subparsers) -> None:
                     "into --out.",
     )
     commands = parser.add_subparsers(dest="analysis", metavar="ANALYSIS")
-    parser.set_defaults(func=lambda args: (parser.print_help(), 1)[1])
+    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
     layers = commands.add_parser("layers", help="neurons per layer and language (Figure 5, Tables 3, 6, 8-10)",
                                  description="Writes layers.csv (rows languages + sum + distinct, columns layers "
@@ -64,16 +64,16 @@ def add_parser(subparsers) -> None:
     _add_model(sweep)
     sweep.add_argument("--stats", required=True, help="statistics directory written by `langneurons record`")
     sweep.add_argument("--language", required=True, help="the language whose neurons are deactivated (paper: fr)")
-    sweep.add_argument("--ratios", default=None,
-                       help="comma-separated selection ratios (default: 0,0.01,...,0.1, the paper's 0 to 10%%)")
+    add_list_option(sweep, "--ratios", "selection ratios, e.g. --ratios 0 0.01 0.05 (default: 0, 0.01, ..., 0.1, "
+                    "the paper's 0 to 10%%)", item_type=float, metavar="R")
     sweep.add_argument("--method", default="lape", help="identification method (default lape)")
     sweep.add_argument("--filter-rate", type=float, default=None, help="LAPE/LAVE filter percentile (paper: 0.95)")
     sweep.add_argument("--activation-bar-ratio", type=float, default=None,
                        help="LAPE/LAVE assignment percentile (paper: 0.95)")
-    sweep.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                       help="any other method parameter (JSON value), repeatable")
+    add_list_option(sweep, "--param", "any other method parameter (JSON value), e.g. --param seed=1",
+                    default=[], metavar="NAME=VALUE", split_commas=False)
     sweep.add_argument("--corpus", required=True, help="validation directory of {lang}.txt or {lang}.jsonl files")
-    sweep.add_argument("--langs", default=None, help="evaluated languages, comma-separated (default: every file)")
+    add_list_option(sweep, "--langs", "evaluated languages, e.g. --langs en zh (default: every file)", metavar="LANG")
     sweep.add_argument("--seq-len", type=int, default=None, help="window length (default: model context, <= 4096)")
     sweep.add_argument("--max-tokens", type=int, default=None, help="cap on tokens per language")
     sweep.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
@@ -104,12 +104,14 @@ def add_parser(subparsers) -> None:
     dominance.set_defaults(func=run_dominance)
 
 
-def parse_ratios(value: str | None) -> list[float]:
+def parse_ratios(value: str | list[float] | None) -> list[float]:
     from langneurons.analysis.sweep import DEFAULT_RATIOS, check_ratios
     from langneurons.errors import LangNeuronsError
 
     if value is None:
         return list(DEFAULT_RATIOS)
+    if not isinstance(value, str):
+        return check_ratios([float(v) for v in value])
     try:
         ratios = [float(part) for part in value.split(",") if part.strip()]
     except ValueError:

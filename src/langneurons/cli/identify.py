@@ -11,7 +11,7 @@ import argparse
 
 
 def add_parser(subparsers) -> None:
-    from langneurons.cli._common import add_force_option
+    from langneurons.cli._common import add_force_option, add_list_option
 
     parser = subparsers.add_parser(
         "identify", help="select language-specific neurons (lape, lave, lap, random) or parameters (pv)",
@@ -21,8 +21,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--stats", default=None, help="statistics directory written by `langneurons record`")
     parser.add_argument("--method", default="lape", help="lape, lave, lap, random, or pv (parameter variation)")
     parser.add_argument("--base", default=None, help="pv: the base model (path or hub id)")
-    parser.add_argument("--finetuned", action="append", default=[], metavar="LANG=PATH",
-                        help="pv: one model fine-tuned on each language, repeatable")
+    add_list_option(parser, "--finetuned", "pv: one model fine-tuned on each language, e.g. --finetuned en=A zh=B",
+                    default=[], metavar="LANG=PATH", split_commas=False)
     parser.add_argument("--out", required=True, help="output neuron-set directory (e.g. runs/x/lape.neurons)")
     parser.add_argument("--top-rate", type=float, default=None, help="share of all neurons selected (paper: 0.01)")
     parser.add_argument("--filter-rate", type=float, default=None, help="LAPE/LAVE filter percentile (paper: 0.95)")
@@ -30,9 +30,10 @@ def add_parser(subparsers) -> None:
                         help="LAPE/LAVE assignment percentile (paper: 0.95)")
     parser.add_argument("--activation-threshold", type=float, default=None, help="LAP probability threshold (0.95)")
     parser.add_argument("--seed", type=int, default=None, help="random: seed")
-    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                        help="any other method parameter (JSON value), repeatable")
-    parser.add_argument("--langs", default=None, help="restrict to these languages (comma-separated)")
+    add_list_option(parser, "--param", "any other method parameter (JSON value), e.g. --param seed=1 top_rate=0.02",
+                    default=[], metavar="NAME=VALUE", split_commas=False)
+    add_list_option(parser, "--langs", "restrict to these languages, e.g. --langs en zh (default: every one)",
+                    metavar="LANG")
     add_force_option(parser)
     parser.set_defaults(func=run)
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from langneurons.cli._common import add_corpus_options, add_force_option, parse_langs, prepare_outputs
+from langneurons.cli._common import (add_corpus_options, add_force_option, add_list_option, parse_langs,
+                                     prepare_outputs)
 from langneurons.errors import LangNeuronsError
 
 
@@ -24,8 +25,8 @@ def add_parser(subparsers) -> None:
     ident = actions.add_parser("identify", help="select language-specific parameters",
                                description="Writes a parameter set (tensors.safetensors + meta.json).")
     ident.add_argument("--base", required=True, help="base model (directory or hub id)")
-    ident.add_argument("--finetuned", action="append", default=[], metavar="LANG=PATH", required=True,
-                       help="model fine-tuned on one language; repeat for every language (at least 2)")
+    add_list_option(ident, "--finetuned", "models fine-tuned on one language each, at least 2: --finetuned en=A "
+                    "zh=B (or the flag repeated)", default=[], metavar="LANG=PATH", required=True, split_commas=False)
     ident.add_argument("--out", required=True, help="output directory of the parameter set")
     ident.add_argument("--top-rate", type=float, default=0.01, help="share of all considered entries selected")
     ident.add_argument("--filter-rate", type=float, default=0.95,
@@ -54,7 +55,7 @@ def add_parser(subparsers) -> None:
     add_force_option(ppl)
     ppl.set_defaults(func=run_perplexity)
 
-    parser.set_defaults(func=lambda args: parser.print_help() or 1)
+    parser.set_defaults(func=lambda args: parser.print_help() or 2)
 
 
 def parse_finetuned(items: list[str]) -> dict[str, str]:

@@ -12,7 +12,7 @@ import argparse
 
 
 def add_parser(subparsers) -> None:
-    from langneurons.cli._common import add_force_option, add_model_options
+    from langneurons.cli._common import add_force_option, add_list_option, add_model_options
     from langneurons.cli._generation import add_generation_options
 
     parser = subparsers.add_parser(
@@ -25,10 +25,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--neurons", required=True, help="neuron set written by `langneurons identify`")
     parser.add_argument("--stats", required=True, help="statistics written by `langneurons record`")
     parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--strength", type=float, nargs="+", default=[1.0],
-                        help="factor on the mean activation (default 1, the paper's); several values give one "
-                             "steered column each")
-    parser.add_argument("--langs", default=None, help="comma-separated languages to steer (default: every one)")
+    add_list_option(parser, "--strength", "factor on the mean activation (the paper's: 1); several values give one "
+                    "steered column each, e.g. --strength 1 5 10", item_type=float, default=[1.0], metavar="S")
+    add_list_option(parser, "--langs", "languages to steer, e.g. --langs en zh (default: every one)", metavar="LANG")
     parser.add_argument("--prompt-language", default=None, metavar="LANG",
                         help="steer every language on this language's prompts (cross-lingual, Table 5)")
     parser.add_argument("--deactivate-prompt-language", action="store_true",

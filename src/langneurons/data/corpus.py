@@ -7,7 +7,6 @@ non-overlapping windows of ``seq_len`` and the remainder is dropped; ``max_token
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import warnings
@@ -17,6 +16,7 @@ from typing import Any, Iterator
 
 import torch
 
+from langneurons.data.files import check_compression, read_text, split_name, text_sha256, text_suffix
 from langneurons.errors import LangNeuronsError, LangNeuronsWarning
 
 CORPUS_SUFFIXES = (".txt", ".jsonl")
@@ -34,18 +34,24 @@ def find_corpus_files(directory: str | Path, langs: list[str] | None = None,
     """``{lang: file}`` for a directory of ``{lang}{suffix}`` files; languages from file names unless ``langs``.
 
     ``kind`` names the directory in errors (``corpus``, ``prompt``). Discovered names that do not look like
-    language codes (:data:`LANGUAGE_TAG`, e.g. a ``refs.txt`` next to the languages) give a warning.
+    language codes (:data:`LANGUAGE_TAG`, e.g. a ``refs.txt`` next to the languages) give a warning. Files may be
+    compressed (``zh.txt.gz``, ``.xz``, ``.bz2``: :mod:`langneurons.data.files`); a compression that cannot be
+    read is an error naming the file, never skipped.
     """
     root = Path(directory)
+    if root.is_file():
+        raise LangNeuronsError(f"{kind} {str(root)!r} is a file, expected a directory of "
+                               + " or ".join(f"{{lang}}{suffix}" for suffix in suffixes) + " files")
     if not root.is_dir():
         raise LangNeuronsError(f"{kind} directory {str(root)!r} does not exist")
     found: dict[str, Path] = {}
     for path in sorted(root.iterdir()):
-        if path.is_file() and path.suffix in suffixes and not path.name.startswith("."):
-            if path.stem in found:
-                raise LangNeuronsError(f"{kind} directory {str(root)!r} has both {found[path.stem].name} and "
+        stem, suffix, _ = split_name(path)
+        if path.is_file() and suffix in suffixes and not path.name.startswith("."):
+            if stem in found:
+                raise LangNeuronsError(f"{kind} directory {str(root)!r} has both {found[stem].name} and "
                                        f"{path.name}")
-            found[path.stem] = path
+            found[stem] = path
     if not found:
         names = " or ".join(f"{{lang}}{suffix}" for suffix in suffixes)
         raise LangNeuronsError(f"{kind} directory {str(root)!r} has no {names} files")
@@ -57,33 +63,29 @@ def find_corpus_files(directory: str | Path, langs: list[str] | None = None,
                           f"{'are' if plural else 'is'} read as language{'s' if plural else ''} {', '.join(odd)}, "
                           f"which {'do' if plural else 'does'} not look like a language code; "
                           "choose the languages with --langs", LangNeuronsWarning, stacklevel=2)
+        for path in found.values():
+            check_compression(path, f"{kind} file")
         return found
     missing = [lang for lang in langs if lang not in found]
     if missing:
         raise LangNeuronsError(
             f"no {kind} file for language(s) {', '.join(missing)} in {str(root)!r} (found: {', '.join(found)})"
         )
+    for lang in langs:
+        check_compression(found[lang], f"{kind} file")
     return {lang: found[lang] for lang in langs}
 
 
 def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """SHA-256 of the file's (decompressed) bytes."""
+    return text_sha256(path)
 
 
 def read_documents(path: str | Path) -> list[str]:
     """Documents of one file: non-blank lines of a ``.txt``, the ``text`` field of a ``.jsonl``."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        raise LangNeuronsError(f"corpus file {str(path)!r} is not valid UTF-8 (byte {exc.start})") from None
-    except OSError as exc:
-        raise LangNeuronsError(f"cannot read corpus file {str(path)!r}: {exc.strerror}") from None
-    if path.suffix == ".jsonl":
+    lines = read_text(path).splitlines()
+    if text_suffix(path) == ".jsonl":
         documents = []
         for number, line in enumerate(lines, 1):
             if not line.strip():
@@ -191,12 +193,9 @@ def load_parallel(directory: str | Path, langs: list[str] | None = None) -> dict
     files = find_corpus_files(directory, langs)
     texts: dict[str, list[str]] = {}
     for lang, path in files.items():
-        if path.suffix != ".txt":
+        if text_suffix(path) != ".txt":
             raise LangNeuronsError(f"parallel corpus files must be .txt, got {path.name}")
-        try:
-            texts[lang] = path.read_text(encoding="utf-8").splitlines()
-        except UnicodeDecodeError as exc:
-            raise LangNeuronsError(f"corpus file {str(path)!r} is not valid UTF-8 (byte {exc.start})") from None
+        texts[lang] = read_text(path).splitlines()
         if not any(line.strip() for line in texts[lang]):
             raise LangNeuronsError(f"corpus file {str(path)!r} is empty")
     counts = {lang: len(lines) for lang, lines in texts.items()}

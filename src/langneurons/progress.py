@@ -1,0 +1,105 @@
+"""The one progress display of every long command: one line saying how much work is ahead, then ONE overall bar
+with a total and the time left.
+
+    with progress_bar("perplexity", total, "tok", factors=[(12, "conditions"), (409_600, "tokens")]) as bar:
+        ...
+        bar.update(n)            # n units done
+        bar.describe("zh->en")   # what runs now (shown before the bar)
+
+prints ``perplexity: 12 conditions x 409,600 tokens = 4.9M tokens`` on stderr, then the bar
+(``perplexity zh->en:  40%|####      | 1.96M/4.92M [01:10<01:45, 28.0k tok/s]``). A function that is one part of
+a larger job takes ``progress: bool | Progress`` and passes it to :func:`progress_bar`: given a running
+:class:`Progress`, it reuses that bar (no second bar, no second announcement), so a command that calls it
+several times (steering: one call per condition) still shows one bar over everything.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TextIO
+
+__all__ = ["Progress", "human", "progress_bar", "work_line"]
+
+#: how a bar's short unit reads in the work line
+UNIT_NAMES = {"tok": "tokens", "gen": "outputs", "it": "steps", "sent": "sentences"}
+
+
+def human(count: float) -> str:
+    """``4_915_200`` -> ``"4.9M"``, ``40_960`` -> ``"41.0k"``, ``512`` -> ``"512"``."""
+    for limit, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(count) >= limit:
+            return f"{count / limit:.1f}{suffix}"
+    return f"{count:g}" if isinstance(count, float) else str(count)
+
+
+def work_line(what: str, factors: Sequence[tuple[int, str]], total: int | None = None, unit: str = "") -> str:
+    """One line saying how much work is ahead: ``"perplexity: 12 conditions x 10 languages = 120 runs"``.
+
+    ``factors`` are ``(count, label)`` pairs multiplied together; ``total`` (with ``unit``) is the product shown
+    after ``=`` when there are several factors.
+    """
+    parts = [f"{count:,} {label}" for count, label in factors]
+    text = " x ".join(parts)
+    if total is not None and len(parts) > 1:
+        text += f" = {human(total)} {unit}".rstrip()
+    return f"{what}: {text}"
+
+
+class Progress:
+    """One overall bar (tqdm) with a total and the time left; every method is a no-op when disabled."""
+
+    def __init__(self, what: str, total: int | None, unit: str = "it", enabled: bool = True,
+                 file: TextIO | None = None) -> None:
+        self.what, self.total, self.unit, self.enabled = what, total, unit, enabled
+        self.done = 0
+        self._bar: Any = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total, unit=unit, unit_scale=True, desc=what, dynamic_ncols=True,
+                             file=file or sys.stderr, smoothing=0.05, leave=True)
+
+    def update(self, count: int = 1) -> None:
+        """``count`` more units done."""
+        self.done += int(count)
+        if self._bar is not None:
+            self._bar.update(int(count))
+
+    def describe(self, text: str) -> None:
+        """What runs now, shown after the command's name."""
+        if self._bar is not None:
+            self._bar.set_description(f"{self.what} {text}".strip(), refresh=False)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@contextmanager
+def progress_bar(what: str, total: int | None, unit: str = "it", factors: Sequence[tuple[int, str]] = (),
+                 progress: "bool | Progress" = True, file: TextIO | None = None) -> Iterator[Progress]:
+    """The overall bar of a command (see the module doc); ``progress`` may be a running bar to reuse.
+
+    With ``progress=True`` the work line (:func:`work_line` of ``factors`` and ``total``) is printed first,
+    when there are factors; with ``False`` nothing is shown.
+    """
+    if isinstance(progress, Progress):
+        yield progress
+        return
+    stream = file or sys.stderr
+    if progress and factors:
+        print(work_line(what, factors, total, UNIT_NAMES.get(unit, unit)), file=stream, flush=True)
+    bar = Progress(what, total, unit, enabled=bool(progress), file=stream)
+    try:
+        yield bar
+    finally:
+        bar.close()

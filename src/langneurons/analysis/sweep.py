@@ -24,6 +24,7 @@ from langneurons.interventions.neurons import deactivate
 from langneurons.model.loading import LoadedModel, as_loaded
 from langneurons.methods import get_method
 from langneurons.evaluation.perplexity import corpus_nll
+from langneurons.sets.compatibility import check_context, model_provenance
 from langneurons.model.sites import locate_site
 
 
@@ -151,6 +152,7 @@ def selection_sweep(
     if (site_map.num_layers, site_map.width) != (stats.num_layers, stats.width):
         raise LangNeuronsError(f"statistics are for {stats.num_layers} layers x {stats.width} neurons but model "
                                f"{loaded.name!r} has {site_map.num_layers} x {site_map.width} at site {site!r}")
+    check_context(loaded.model, seq_len, f"model {loaded.name!r}")
     packed = corpus if isinstance(corpus, PackedCorpus) else load_corpus(
         corpus, loaded.tokenizer, seq_len or default_seq_len(loaded.model), langs=langs, max_tokens=max_tokens)
     selections = [get_method(method, top_rate=ratio, **params).fit(stats).select() for ratio in ratios]
@@ -173,7 +175,7 @@ def selection_sweep(
     if not bool(torch.isfinite(nll).all() and torch.isfinite(normal).all()):
         raise LangNeuronsError("perplexity is not finite (try --dtype float32)")
     meta = {
-        **loaded.provenance(),
+        **model_provenance(loaded),
         "site": site,
         "deactivated_language": language,
         "method": method,

@@ -194,3 +194,55 @@ def prepare_outputs(args: argparse.Namespace, outputs, inputs: dict | None = Non
     if isinstance(outputs, dict):
         outputs = [Target(flag, path) for flag, path in outputs.items()]
     check_outputs(list(outputs), inputs or {}, force=bool(getattr(args, "force", False)), containers=containers)
+
+
+# -- inputs: checked against each other and against the model before any model time is spent ----------------
+def warn_empty_languages(result: Any, label: str, unit: str = "neurons") -> None:
+    """A one-line warning naming the languages of a neuron (or parameter) set that have none."""
+    import warnings
+
+    from langneurons.errors import LangNeuronsWarning
+
+    empty = [lang for lang, n in result.sizes().items() if n == 0]
+    if empty:
+        warnings.warn(f"{label} has no {unit} for {', '.join(empty)}: intervening on "
+                      f"{'it' if len(empty) == 1 else 'them'} changes nothing (identify with a larger --top-rate)",
+                      LangNeuronsWarning, stacklevel=2)
+
+
+def load_neuron_set(path: str | None, flag: str = "--neurons") -> Any:
+    """The neuron set at ``path`` (``None`` when not given), with a warning naming its empty languages."""
+    if path is None:
+        return None
+    from langneurons.sets.neuronset import load_neurons
+
+    neurons = load_neurons(path)
+    warn_empty_languages(neurons, f"{flag} {str(path)!r}")
+    return neurons
+
+
+def check_seq_len_early(args: argparse.Namespace, flag: str = "--seq-len") -> None:
+    """``--seq-len`` against the context length in the model's config, before anything loads (one-line error)."""
+    from langneurons.errors import LangNeuronsError
+    from langneurons.sets.compatibility import check_context
+
+    seq_len = getattr(args, flag.lstrip("-").replace("-", "_"), None)
+    if seq_len is None:
+        return
+    if seq_len < 2:
+        raise LangNeuronsError(f"{flag} must be at least 2, got {seq_len}")
+    try:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(args.model, revision=getattr(args, "revision", None),
+                                            trust_remote_code=bool(getattr(args, "trust_remote_code", False)))
+    except Exception:  # noqa: BLE001 - loading the model reports what is wrong with it
+        return
+    check_context(config, seq_len, f"--model {args.model!r}", flag)
+
+
+def check_against_model(loaded: Any, inputs: list, args: argparse.Namespace) -> None:
+    """Every artefact input against the loaded model (fingerprints; errors for another shape, warnings else)."""
+    from langneurons.sets.compatibility import check_model
+
+    check_model(inputs, loaded.model, f"--model {args.model!r}")

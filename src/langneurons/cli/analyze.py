@@ -130,10 +130,10 @@ def parse_params(args: argparse.Namespace) -> dict:
 
 def run_layers(args: argparse.Namespace) -> int:
     from langneurons.analysis.layers import layer_distribution
-    from langneurons.sets.neuronset import load_neurons
+    from langneurons.cli._common import load_neuron_set
 
     prepare_outputs(args, {"--out": args.out}, {"--neurons": args.neurons})
-    result = layer_distribution(load_neurons(args.neurons))
+    result = layer_distribution(load_neuron_set(args.neurons))
     result.save(args.out)
     totals = ", ".join(f"{lang} {n}" for lang, n in result.totals.items())
     print(f"neurons per language: {totals}; distinct {int(result.distinct.sum())}")
@@ -143,10 +143,10 @@ def run_layers(args: argparse.Namespace) -> int:
 
 def run_overlap(args: argparse.Namespace) -> int:
     from langneurons.analysis.overlap import neuron_overlap
-    from langneurons.sets.neuronset import load_neurons
+    from langneurons.cli._common import load_neuron_set
 
     prepare_outputs(args, {"--out": args.out}, {"--neurons": args.neurons})
-    result = neuron_overlap(load_neurons(args.neurons))
+    result = neuron_overlap(load_neuron_set(args.neurons))
     result.save(args.out)
     langs = result.languages
     lines = ["shared share".ljust(12) + "".join(f"{lang:>8}" for lang in langs)]
@@ -159,9 +159,10 @@ def run_overlap(args: argparse.Namespace) -> int:
 
 def run_sweep(args: argparse.Namespace) -> int:
     from langneurons.analysis.sweep import selection_sweep
-    from langneurons.cli._common import load_model_from_args, parse_langs
+    from langneurons.cli._common import check_against_model, check_seq_len_early, load_model_from_args, parse_langs
     from langneurons.errors import LangNeuronsError
     from langneurons.methods import get_method, method_class
+    from langneurons.sets.compatibility import stats_input
     from langneurons.stats import load_stats
 
     prepare_outputs(args, {"--out": args.out}, {"--model": args.model, "--stats": args.stats, "--corpus": args.corpus})
@@ -176,8 +177,11 @@ def run_sweep(args: argparse.Namespace) -> int:
     get_method(args.method, top_rate=ratios[0], **params)  # fail fast before loading anything big
     stats = load_stats(args.stats)
     if args.language not in stats.languages:
-        raise LangNeuronsError(f"statistics have no language {args.language!r} (have {', '.join(stats.languages)})")
+        raise LangNeuronsError(f"--stats {args.stats!r} has no language {args.language!r} "
+                               f"(it has {', '.join(stats.languages)})")
+    check_seq_len_early(args)
     loaded = load_model_from_args(args)
+    check_against_model(loaded, [stats_input("--stats", args.stats, stats)], args)
     result = selection_sweep(loaded, args.corpus, stats, args.language, ratios, method=args.method,
                              method_params=params, langs=parse_langs(args.langs), max_tokens=args.max_tokens,
                              seq_len=args.seq_len, batch_size=args.batch_size, progress=not args.no_progress)
@@ -204,20 +208,26 @@ def _embeddings(args: argparse.Namespace, neurons=None):
     langs = parse_langs(args.langs)
     read_parallel_sentences(args.corpus, langs, args.max_samples)  # alignment errors before loading the model
     loaded = load_model_from_args(args)
+    if neurons is not None:
+        from langneurons.cli._common import check_against_model
+        from langneurons.sets.compatibility import neurons_input
+
+        check_against_model(loaded, [neurons_input("--neurons", args.neurons, neurons)], args)
     num_layers = locate_site(loaded.model, "layer.out").num_layers
     if neurons is not None and neurons.num_layers != num_layers:
-        raise LangNeuronsError(f"neuron set has {neurons.num_layers} layers but model {args.model!r} has {num_layers}")
+        raise LangNeuronsError(f"--neurons {args.neurons!r} has {neurons.num_layers} layers but --model "
+                               f"{args.model!r} has {num_layers}")
     return sentence_embeddings(loaded, args.corpus, langs=langs, max_samples=args.max_samples,
                                max_length=args.max_length, batch_size=args.batch_size, progress=not args.no_progress)
 
 
 def run_ses(args: argparse.Namespace) -> int:
     from langneurons.analysis.embeddings import sentence_similarity
-    from langneurons.sets.neuronset import load_neurons
+    from langneurons.cli._common import load_neuron_set
 
     prepare_outputs(args, {"--out": args.out}, {"--model": args.model, "--corpus": args.corpus,
                                                 "--neurons": args.neurons})
-    neurons = load_neurons(args.neurons) if args.neurons else None
+    neurons = load_neuron_set(args.neurons)
     result = sentence_similarity(_embeddings(args, neurons), neurons=neurons)
     result.save(args.out)
     mean = result.mean

@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from langneurons.analysis.compare import compare_neuron_sets, default_names
     from langneurons.errors import LangNeuronsError
     from langneurons.cli._common import prepare_outputs
-    from langneurons.sets.neuronset import load_neurons
+    from langneurons.cli._common import load_neuron_set
 
     prepare_outputs(args, {"--out": args.out}, {"NEURONS": args.neurons})
     if args.names is not None:
@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
             raise LangNeuronsError(f"--names needs {len(args.neurons)} distinct non-empty labels, got {args.names!r}")
     else:
         names = default_names(args.neurons)
-    sets = {name: load_neurons(path) for name, path in zip(names, args.neurons)}
+    sets = {name: load_neuron_set(path, "NEURONS") for name, path in zip(names, args.neurons)}
     result = compare_neuron_sets(sets)
     result.save(args.out)
     width = max(len(lang) for lang in [*result.languages, "all"]) + 2

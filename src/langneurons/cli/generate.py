@@ -40,9 +40,10 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from langneurons.cli._common import check_placement, load_model_from_args, parse_langs, prepare_outputs
     from langneurons.cli._generation import (
+        check_loaded,
         check_prompt_source,
-        check_site,
         judge_from_args,
+        load_inputs,
         settings_from_args,
     )
     from langneurons.errors import LangNeuronsError
@@ -69,20 +70,11 @@ def run(args: argparse.Namespace) -> int:
     deactivate, activate = list(dict.fromkeys(args.deactivate)), list(dict.fromkeys(args.activate))
     edited = [Condition(deactivate=deactivate, activate=activate, strength=value) for value in strengths]
     condition = edited[0]
-    neurons = stats = None
     if not condition.is_normal and args.neurons is None:
         raise LangNeuronsError("--deactivate / --activate need --neurons")
-    if args.neurons is not None:
-        from langneurons.sets.neuronset import load_neurons
-
-        neurons = load_neurons(args.neurons)
-        check_site(args, neurons)
     if condition.activate and args.stats is None:
         raise LangNeuronsError("--activate needs --stats (the mean activations come from the recorded statistics)")
-    if args.stats is not None:
-        from langneurons.stats import load_stats
-
-        stats = load_stats(args.stats)
+    neurons, stats = load_inputs(args)
     conditions = ([Condition()] if args.also_normal and not condition.is_normal else []) + edited
     for item in conditions:
         item.edits(neurons, stats)  # unknown languages fail here, before the model loads
@@ -94,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     judge = judge_from_args(args)
 
     loaded = load_model_from_args(args)
+    check_loaded(args, loaded, neurons, stats)
     if prompts is not None:
         groups = [PromptGroup(lang, lang, questions=questions) for lang, questions in prompts.items()]
         prompt_meta = {"path": str(args.prompts), "questions": {lang: len(q) for lang, q in prompts.items()}}

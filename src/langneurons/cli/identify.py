@@ -99,7 +99,11 @@ DATA_LOADERS = {
 def run(args: argparse.Namespace) -> int:
     from langneurons.cli._common import prepare_outputs
     from langneurons.errors import LangNeuronsError
+    import warnings
+
+    from langneurons.errors import LangNeuronsWarning
     from langneurons.methods import get_method, method_class
+    from langneurons.methods.base import degenerate_message
 
     cls = method_class(args.method)
     if cls.consumes not in DATA_LOADERS:
@@ -109,9 +113,13 @@ def run(args: argparse.Namespace) -> int:
     check(args)
     method = get_method(args.method, **method_params(args))  # validates before any loading
     prepare_outputs(args, {"--out": args.out}, inputs(args))
-    result = method.fit(load(args)).select()
+    data = load(args)
+    result = method.fit(data).select()
+    unit = "neurons" if cls.returns == "neuron_set" else "parameters"
+    message = degenerate_message(result, method, data, unit)
+    if message:
+        warnings.warn(message, LangNeuronsWarning, stacklevel=1)
     result.save(args.out)
     sizes = ", ".join(f"{lang} {n}" for lang, n in result.sizes().items())
-    unit = "neurons" if cls.returns == "neuron_set" else "parameters"
     print(f"wrote {args.out}: {args.method} {unit} per language: {sizes}")
     return 0

@@ -95,13 +95,22 @@ def run_perplexity(args: argparse.Namespace) -> int:
     from langneurons.methods.parameter_variation import parameter_perplexity_matrix
     from langneurons.sets.parameterset import load_parameters
 
+    from langneurons.cli._common import check_seq_len_early, warn_empty_languages
+    from langneurons.model.loading import load_model
+    from langneurons.sets.compatibility import Input, check_model
+
     prepare_outputs(args, {"--out": args.out}, {"--model": args.model, "--corpus": args.corpus,
                                                 "--parameters": args.parameters})
     parameters = load_parameters(args.parameters)  # fail fast before loading the model
+    warn_empty_languages(parameters, f"--parameters {args.parameters!r}", "parameters")
+    check_seq_len_early(args)
+    loaded = load_model(args.model, device=args.device, dtype=args.dtype)
+    check_model([Input("--parameters", args.parameters, {"source": parameters.source})], loaded.model,
+                f"--model {args.model!r}")
     matrix = parameter_perplexity_matrix(
-        args.model, args.corpus, parameters, langs=parse_langs(args.langs), max_tokens=args.max_tokens,
-        seq_len=args.seq_len, batch_size=args.batch_size, device=args.device, dtype=args.dtype,
-        random_seed=args.seed, include_random=not args.no_random, progress=not args.no_progress,
+        loaded, args.corpus, parameters, langs=parse_langs(args.langs), max_tokens=args.max_tokens,
+        seq_len=args.seq_len, batch_size=args.batch_size, random_seed=args.seed, include_random=not args.no_random,
+        progress=not args.no_progress,
     )
     matrix.save(args.out)
     print(format_matrix(matrix))

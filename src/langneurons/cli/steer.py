@@ -40,16 +40,15 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from langneurons.cli._common import check_placement, load_model_from_args, parse_langs, prepare_outputs
     from langneurons.cli._generation import (
+        check_loaded,
         check_prompt_source,
-        check_site,
         judge_from_args,
+        load_inputs,
         settings_from_args,
     )
     from langneurons.errors import LangNeuronsError
     from langneurons.evaluation.generation import read_prompts
     from langneurons.evaluation.langid import get_identifier
-    from langneurons.sets.neuronset import load_neurons
-    from langneurons.stats import load_stats
     from langneurons.evaluation.steering import language_accuracy, steering_languages
 
     settings = settings_from_args(args)
@@ -68,9 +67,7 @@ def run(args: argparse.Namespace) -> int:
         elif langs:
             wanted = langs
         prompts = read_prompts(args.prompts, wanted, args.limit, args.prompt_chars)
-    neurons = load_neurons(args.neurons)
-    check_site(args, neurons)
-    stats = load_stats(args.stats)
+    neurons, stats = load_inputs(args)
     own = prompts is not None and not args.prompt_language
     languages = steering_languages(neurons, stats, list(prompts) if own else None, langs)
     if args.deactivate_prompt_language:
@@ -84,10 +81,12 @@ def run(args: argparse.Namespace) -> int:
     judge = judge_from_args(args)
 
     loaded = load_model_from_args(args)
+    check_loaded(args, loaded, neurons, stats)
     result = language_accuracy(
         loaded, neurons, stats, prompts=prompts, unconditional=args.unconditional,
         prompt_language=args.prompt_language, deactivate_prompt_language=args.deactivate_prompt_language,
-        strength=args.strength[0] if len(args.strength) == 1 else args.strength, langs=languages,
+        strength=args.strength[0] if len(args.strength) == 1 else list(dict.fromkeys(args.strength)),
+        langs=languages,
         settings=settings, identifier=identifier, judge=judge,
         progress=not args.no_progress,
     )

@@ -28,6 +28,7 @@ from langneurons.model.loading import LoadedModel, as_loaded
 from langneurons.methods.baselines import random_like
 from langneurons.sets.neuronset import NeuronSet
 from langneurons.model.sites import input_device, locate_site
+from langneurons.sets.compatibility import check_context, model_provenance
 
 SCHEMA_VERSION = 1
 KIND = register_kind("perplexity_matrix", SCHEMA_VERSION, "rows conditions, columns evaluated languages")
@@ -184,6 +185,7 @@ def perplexity_matrix(
         packed = corpus
     else:
         length = seq_len or default_seq_len(loaded.model)
+        check_context(loaded.model, length, f"model {loaded.name!r}")
         packed = load_corpus(corpus, loaded.tokenizer, length, langs=langs, max_tokens=max_tokens)
     rows = deactivate_languages if deactivate_languages is not None else neurons.languages
     for lang in rows:
@@ -199,7 +201,7 @@ def perplexity_matrix(
     conditions = ["normal"] + (["random"] if include_random else []) + list(rows)
     nll, tokens = evaluate_conditions(loaded.model, packed, conditions, edit, batch_size, progress)
     meta = {
-        **loaded.provenance(),
+        **model_provenance(loaded),
         "site": neurons.sites[0] if len(neurons.sites) == 1 else neurons.sites,
         "neurons": {"method": neurons.method, "parameters": neurons.parameters, "sizes": neurons.sizes(),
                     "source": neurons.source},

@@ -157,7 +157,9 @@ def run_meta(loaded: LoadedModel, settings: GenerationSettings, identifier: Lang
              conditions: Sequence[Condition], neurons: Any = None, stats: Any = None, judge: Any = None,
              prompts: dict[str, Any] | None = None) -> dict[str, Any]:
     """Provenance shared by the generation artefacts: model, neurons, statistics, settings, identifier."""
-    meta: dict[str, Any] = {**loaded.provenance(), "generation": settings.describe(),
+    from langneurons.sets.compatibility import model_provenance
+
+    meta: dict[str, Any] = {**model_provenance(loaded), "generation": settings.describe(),
                             "language_identifier": identifier.describe(),
                             "conditions": [c.describe(neurons, stats) for c in conditions]}
     if neurons is not None:
@@ -329,6 +331,11 @@ def language_accuracy(model: Any, neurons: Any, stats: Any, prompts: dict[str, l
         raise LangNeuronsError("--deactivate-prompt-language needs --prompt-language")
     own_prompts = prompts is not None and prompt_language is None
     languages = steering_languages(neurons, stats, list(prompts) if own_prompts else None, langs)
+    from langneurons.model.sites import locate_site
+
+    for site in neurons.sites:  # another shape fails here, before the normal outputs are generated
+        located = locate_site(loaded.model, site)
+        neurons.check_shape(located.num_layers, located.width, what=f"model {loaded.name!r}", site=site)
     if prompt_language is not None and deactivate_prompt_language:
         neurons.layers(prompt_language)
     # groups and conditions

@@ -14,6 +14,7 @@ from langneurons.recording.recorder import Batch, run_batches
 from langneurons.model.sites import locate_site
 from langneurons.stats.base import BatchInfo
 from langneurons.stats.pooled import PooledVectors
+from langneurons.sets.compatibility import model_provenance
 
 
 def record_pooled(
@@ -44,7 +45,7 @@ def record_pooled(
         texts = {lang: lines[:max_samples] for lang, lines in texts.items()}
     num_samples = len(next(iter(texts.values())))
     vectors = PooledVectors.empty(list(texts), num_samples, site_map.num_layers, site_map.width, mode=mode,
-                                  meta={**loaded.provenance(), "site": site, "site_info": site_map.describe(),
+                                  meta={**model_provenance(loaded), "site": site, "site_info": site_map.describe(),
                                         "corpus": str(corpus) if not isinstance(corpus, dict) else None,
                                         "parameters": {"max_length": max_length, "batch_size": batch_size}})
 

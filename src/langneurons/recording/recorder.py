@@ -20,6 +20,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from langneurons.sets.compatibility import check_context, model_provenance
+
 from langneurons.recording import distributed
 from langneurons.recording.accumulator import StatsAccumulator
 from langneurons.recording.checkpoint import CheckpointStore, RecordPosition
@@ -260,6 +262,7 @@ def record(
     loaded = as_loaded(model, tokenizer, device=device, dtype=dtype, revision=revision, device_map=device_map,
                        offload_folder=offload_folder)
     site_map = locate_site(loaded.model, site)
+    check_context(loaded.model, seq_len, f"model {loaded.name!r}")
     if files is None:
         source: PackedCorpus | StreamingCorpus = corpus
     else:
@@ -275,7 +278,7 @@ def record(
     parameters = {"batch_size": batch_size, "shard_index": shard_index, "num_shards": num_shards,
                   "reduce_dtype": str(reduce_dtype).replace("torch.", ""), "reduction": accumulator.strategy,
                   "world_size": context.world_size}
-    provenance = loaded.provenance()
+    provenance = model_provenance(loaded)  # with the model fingerprint (langneurons.sets.compatibility)
     fingerprint = {
         **{key: provenance[key] for key in ("model", "revision", "model_type", "dtype")},
         "site": site, "num_layers": site_map.num_layers, "width": site_map.width, "languages": source.languages,

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TextIO
 
-__all__ = ["Progress", "human", "progress_bar", "work_line"]
+__all__ = ["Progress", "corpus_factors", "human", "progress_bar", "work_line"]
 
 #: how a bar's short unit reads in the work line
 UNIT_NAMES = {"tok": "tokens", "gen": "outputs", "it": "steps", "sent": "sentences"}
@@ -47,6 +47,15 @@ def work_line(what: str, factors: Sequence[tuple[int, str]], total: int | None =
     return f"{what}: {text}"
 
 
+def corpus_factors(runs: int, label: str, tokens: dict[str, int]) -> list[tuple[int, str]]:
+    """Work-line factors of ``runs`` passes over a corpus of ``{language: tokens}``: ``runs x languages x
+    tokens`` when every language has as many tokens, else ``runs x tokens in K languages``."""
+    counts = list(tokens.values())
+    if counts and len(set(counts)) == 1:
+        return [(runs, label), (len(counts), "languages"), (counts[0], "tokens")]
+    return [(runs, label), (sum(counts), f"tokens in {len(counts)} languages")]
+
+
 class Progress:
     """One overall bar (tqdm) with a total and the time left; every method is a no-op when disabled."""
 
@@ -58,7 +67,7 @@ class Progress:
         if enabled:
             from tqdm.auto import tqdm
 
-            self._bar = tqdm(total=total, unit=unit, unit_scale=True, desc=what, dynamic_ncols=True,
+            self._bar = tqdm(total=total, unit=unit, unit_scale=unit == "tok", desc=what, dynamic_ncols=True,
                              file=file or sys.stderr, smoothing=0.05, leave=True)
 
     def update(self, count: int = 1) -> None:
@@ -71,6 +80,14 @@ class Progress:
         """What runs now, shown after the command's name."""
         if self._bar is not None:
             self._bar.set_description(f"{self.what} {text}".strip(), refresh=False)
+
+    def finish(self) -> None:
+        """The work is done: a total that was an estimate or an upper bound becomes what was done."""
+        if self.total is not None and self.done != self.total:
+            self.total = self.done
+            if self._bar is not None:
+                self._bar.total = self.done
+                self._bar.refresh()
 
     def close(self) -> None:
         if self._bar is not None:

@@ -70,7 +70,11 @@ class ListAction(argparse.Action):
                 try:
                     items.append(self.item_type(part))
                 except ValueError:
-                    parser.error(f"{option_string}: {part!r} is not a valid {getattr(self.item_type, '__name__', 'value')}")
+                    from langneurons.errors import LangNeuronsError
+
+                    noun = {float: "numbers", int: "whole numbers"}.get(self.item_type, "values")
+                    raise LangNeuronsError(f"{option_string} must be comma-separated {noun} (or separated by "
+                                           f"spaces), got {part!r}") from None
         current = getattr(namespace, self.dest, None)
         # the first use of the flag replaces the default, each further use adds
         base = [] if current is None or current is self.default else list(current)

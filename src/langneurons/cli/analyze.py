@@ -208,15 +208,15 @@ def _embeddings(args: argparse.Namespace, neurons=None):
     langs = parse_langs(args.langs)
     read_parallel_sentences(args.corpus, langs, args.max_samples)  # alignment errors before loading the model
     loaded = load_model_from_args(args)
+    num_layers = locate_site(loaded.model, "layer.out").num_layers
+    if neurons is not None and neurons.num_layers != num_layers:
+        raise LangNeuronsError(f"--neurons {args.neurons!r} has {neurons.num_layers} layers but --model "
+                               f"{args.model!r} has {num_layers}")
     if neurons is not None:
         from langneurons.cli._common import check_against_model
         from langneurons.sets.compatibility import neurons_input
 
         check_against_model(loaded, [neurons_input("--neurons", args.neurons, neurons)], args)
-    num_layers = locate_site(loaded.model, "layer.out").num_layers
-    if neurons is not None and neurons.num_layers != num_layers:
-        raise LangNeuronsError(f"--neurons {args.neurons!r} has {neurons.num_layers} layers but --model "
-                               f"{args.model!r} has {num_layers}")
     return sentence_embeddings(loaded, args.corpus, langs=langs, max_samples=args.max_samples,
                                max_length=args.max_length, batch_size=args.batch_size, progress=not args.no_progress)
 

@@ -76,7 +76,12 @@ def _one_line_warnings(command: str, fallback):
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except LangNeuronsError as exc:  # a list option's value (the only check made while parsing)
+        words = [word for word in (sys.argv[1:] if argv is None else argv) if not word.startswith("-")]
+        print(f"langneurons {words[0] if words else ''}: error: {exc}".replace("  ", " "), file=sys.stderr)
+        return 2
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

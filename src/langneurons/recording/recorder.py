@@ -18,8 +18,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
-
+from langneurons.progress import progress_bar, work_line
 from langneurons.sets.compatibility import check_context, model_provenance
 
 from langneurons.recording import distributed
@@ -105,6 +104,26 @@ def expected_tokens(source: PackedCorpus | StreamingCorpus, parts: int = 1) -> i
     return len(source.languages) * (source.max_tokens // source.seq_len) * source.seq_len // parts
 
 
+def estimated_tokens(source: PackedCorpus | StreamingCorpus, parts: int = 1, sample: int = 64) -> int:
+    """:func:`expected_tokens`, or for a streamed corpus without ``max_tokens`` an estimate (for the progress
+    bar's total): each file's document count (known from the scan) times the mean tokens (+ EOS) of its first
+    ``sample`` documents, in whole windows."""
+    expected = expected_tokens(source, parts)
+    if expected is not None:
+        return expected
+    from langneurons.data.streaming import iter_documents
+
+    total = 0
+    for entry in source.files.values():
+        documents = [doc for _, doc in zip(range(sample), iter_documents(entry.path))]
+        if not documents:
+            continue
+        ids = source.tokenizer(documents, add_special_tokens=False)["input_ids"]
+        mean = sum(len(row) + 1 for row in ids) / len(ids)
+        total += int(mean * entry.documents) // source.seq_len * source.seq_len
+    return total // parts
+
+
 @torch.inference_mode()
 def run_batches(
     model: nn.Module,
@@ -136,10 +155,9 @@ def run_batches(
         if stop_early and fired[0] == site_map.num_layers:
             raise _LastLayerDone
 
-    bar = tqdm(total=total_tokens, unit="tok", unit_scale=True, disable=not progress, desc=desc, dynamic_ncols=True)
-    with site_hooks(site_map, feed), bar:
+    with site_hooks(site_map, feed), progress_bar(desc, total_tokens, "tok", (), progress) as bar:
         for batch in batches:
-            bar.set_description(f"{desc} {batch.info.language}", refresh=False)
+            bar.describe(batch.info.language)
             input_ids = batch.input_ids.to(device, non_blocking=True)
             kwargs = {}
             if batch.attention_mask is not None:
@@ -160,9 +178,7 @@ def run_batches(
             if after_batch is not None:
                 after_batch(batch)
             bar.update(batch.info.num_tokens(*input_ids.shape))
-        if bar.total is not None and bar.n < bar.total:  # the total was an upper bound (a streamed corpus)
-            bar.total = bar.n
-            bar.refresh()
+        bar.finish()  # the total was an upper bound or an estimate (a streamed corpus)
 
 
 def run_statistics(
@@ -308,9 +324,13 @@ def record(
     cursor = ScheduleCursor()
     planned = select_batches(batch_schedule(source, batch_size, shard_index, num_shards),
                              lambda index: distributed.owns_batch(context, index), resumed_from, cursor)
-    total = expected_tokens(source, num_shards * context.world_size)
-    if total is not None:
-        total = max(total - position.tokens_done, 0)
+    total = estimated_tokens(source, num_shards * context.world_size)
+    if progress and context.is_main:
+        exact = expected_tokens(source, num_shards * context.world_size) is not None
+        print(work_line("record", [(len(source.languages), "languages"),
+                                   (total // max(len(source.languages), 1), "tokens each" if exact else "tokens each (estimated)")],
+                        total, "tokens"), file=sys.stderr, flush=True)
+    total = max(total - position.tokens_done, 0)
     run_batches(loaded.model, site_map, (_as_batch(p) for p in planned), [accumulator], total_tokens=total,
                 progress=progress and context.is_main, after_batch=checkpointer.after_batch)
     if cursor.length is not None:

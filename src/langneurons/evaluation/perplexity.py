@@ -99,7 +99,7 @@ class PerplexityMatrix:
                 **{k: v for k, v in self.meta.items() if k not in _OWN_KEYS}}
         headline = summary(self) if "normal" in self.conditions else {}
         return Output(KIND, self.meta.get("title") or "Deactivation perplexity matrix", tables,
-                      [Figure("perplexity_change.png", "PPL change against normal", draw)], headline, meta)
+                      [Figure("perplexity_change.png", "Relative PPL change against normal (%)", draw)], headline, meta)
 
     def save(self, directory: str | Path, plot: bool = True, force: bool = False) -> Path:
         """Write ``perplexity.csv``, ``nll.csv``, ``meta.json`` and ``perplexity_change.png`` atomically."""

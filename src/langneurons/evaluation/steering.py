@@ -265,7 +265,7 @@ def load_language_accuracy(directory: str | Path) -> LanguageAccuracy:
 
 def accuracy_bars(result: LanguageAccuracy, path: str | Path) -> Path:
     """Grouped bars: share of outputs in each language, normal vs steered."""
-    from langneurons.analysis.figures import new_figure, save_figure
+    from langneurons.analysis.figures import new_figure, outside_legend, save_figure
 
     values = result.accuracy.numpy()
     positions = range(len(result.languages))
@@ -281,7 +281,7 @@ def accuracy_bars(result: LanguageAccuracy, path: str | Path) -> Path:
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("share of outputs in the language")
     ax.set_title(result.meta.get("title", "language accuracy"), fontsize=9)
-    ax.legend(frameon=False, fontsize=8)
+    outside_legend(ax)
     return save_figure(fig, path)
 
 

@@ -110,3 +110,20 @@ def generations_headline(artefact: Artefact) -> str | None:
     if not isinstance(count, int):
         return None
     return f"{count:,} outputs generated under {len(conditions)} condition{'s' if len(conditions) != 1 else ''}."
+
+
+def pooled_headline(artefact: Artefact) -> str | None:
+    meta = artefact.meta
+    languages, samples = meta.get("languages") or [], meta.get("num_samples")
+    if not languages or not isinstance(samples, int):
+        return None
+    return (f"Pooled ({meta.get('mode', 'mean')}) hidden states of {samples:,} aligned sentences in {len(languages)} "
+            f"languages at {meta.get('site', '?')}, {meta.get('num_layers', '?')} layers.")
+
+
+def checkpoint_headline(artefact: Artefact) -> str | None:
+    position = artefact.meta.get("position") if isinstance(artefact.meta.get("position"), dict) else {}
+    tokens = position.get("tokens_done")
+    if not isinstance(tokens, int):
+        return None
+    return f"An unfinished recording: {tokens:,} tokens done (continue it with --resume)."

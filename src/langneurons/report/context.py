@@ -1,6 +1,6 @@
 """What one report has shown so far and what problems it noted (both scoped to one :func:`render_scope`).
 
-- :func:`first_time` makes every figure, table and corpus block appear once: the second time the same content
+- :func:`first_time` makes every figure, table and corpus block appear once per run: the second time the same content
   would be shown (the same training corpus in the statistics, the neuron set and its perplexity matrix; the
   same layer plot in a neuron set and its layer distribution) the card links to the first place instead;
 - :func:`note_problem` collects each problem the page notes (an unreadable ``meta.json``, a card that could not
@@ -22,6 +22,7 @@ class _Scope:
     shown: dict[str, tuple[str, str]] = field(default_factory=dict)  # content key -> (anchor, label)
     problems: list[str] = field(default_factory=list)
     where: tuple[str, str] = ("", "")  # the card being rendered: (anchor, label)
+    run: int = 0  # its run: content repeats across runs on purpose (side by side), never within one
 
 
 _SCOPE: contextvars.ContextVar[_Scope | None] = contextvars.ContextVar("langneurons_report_scope", default=None)
@@ -38,17 +39,18 @@ def render_scope() -> Iterator[_Scope]:
 
 
 @contextmanager
-def in_card(anchor: str, label: str) -> Iterator[None]:
-    """Content shown (and problems noted) inside the card ``anchor`` / ``label``."""
+def in_card(anchor: str, label: str, run: int = 0) -> Iterator[None]:
+    """Content shown (and problems noted) inside the card ``anchor`` / ``label`` of run number ``run``."""
     scope = _SCOPE.get()
     if scope is None:
         yield
         return
-    previous, scope.where = scope.where, (anchor, label)
+    previous, scope.where = (scope.where, scope.run), (anchor, label)
+    scope.run = run
     try:
         yield
     finally:
-        scope.where = previous
+        scope.where, scope.run = previous
 
 
 def content_key(*parts: Any) -> str:
@@ -65,6 +67,7 @@ def first_time(key: str) -> tuple[str, str] | None:
     scope = _SCOPE.get()
     if scope is None:
         return None
+    key = f"{scope.run}:{key}"
     if key in scope.shown:
         return scope.shown[key]
     scope.shown[key] = scope.where

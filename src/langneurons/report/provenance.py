@@ -72,7 +72,7 @@ def corpus_block(corpus: Any, tokens: dict[str, Any] | None = None, caption: str
 
 def provenance(artefact: Artefact, extra: list[tuple[str, Any]] | None = None, other_fields: bool = False,
                corpora: list[tuple[str, Any, dict[str, Any] | None]] = ()) -> str:
-    """The artefact's provenance, collapsed: facts, the parameters as a table, its corpora ``(caption, corpus,
+    """The artefact's provenance, collapsed: facts, the parameters, its corpora ``(caption, corpus,
     tokens)`` (each shown once per report) and the whole ``meta.json``."""
     meta = artefact.meta
     source = meta.get("source") if isinstance(meta.get("source"), dict) else {}
@@ -107,8 +107,7 @@ def provenance(artefact: Artefact, extra: list[tuple[str, Any]] | None = None, o
     parameters = meta.get("parameters")
     if isinstance(parameters, dict) and parameters:
         parts.append("<h4>Parameters</h4>")
-        parts.append(table(["parameter", "value"], [[k, _parameter_value(v)] for k, v in parameters.items()],
-                           sortable=False))
+        parts.append(key_values([(str(k), _parameter_value(v)) for k, v in parameters.items()]))
     for caption, corpus, tokens in corpora:
         if corpus:
             parts.append(corpus_block(corpus, tokens, caption))

@@ -101,7 +101,7 @@ def render_generic(artefact: Artefact) -> str:
 def card(artefact: Artefact, spec: SectionSpec) -> str:
     """One artefact's card; a renderer that fails falls back to the generic one with a warning."""
     with in_card(artefact.anchor, f"{artefact.run.label}/{artefact.relative}" if artefact.relative != "."
-                 else artefact.run.label):
+                 else artefact.run.label, artefact.run.index):
         try:
             body = spec.renderer(artefact)
         except Exception as exc:  # noqa: BLE001 - one bad artefact must not lose the whole report

@@ -33,8 +33,9 @@ def save_figure(fig: Figure, path: str | Path) -> Path:
 def outside_legend(ax, handles=None, labels=None, title: str | None = None) -> None:
     """A legend to the right of the axes, never over the data."""
     kwargs = {} if handles is None else {"handles": handles, "labels": labels}
+    count = len(labels if labels is not None else ax.get_legend_handles_labels()[1])
     ax.legend(**kwargs, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=7, frameon=False,
-              title=title, title_fontsize=7)
+              title=title, title_fontsize=7, ncol=max(1, math.ceil(count / 16)))  # no taller than the axes
 
 
 _save = save_figure

@@ -153,13 +153,27 @@ def tables(artefact: Artefact, skip: frozenset[str] = frozenset()) -> str:
     return "".join(parts + raw)
 
 
+MAX_SUMMARY_ITEMS = 10
+
+
+def _short_value(value: Any) -> Any:
+    """A summary value short enough for one line or two: long dicts and lists keep their first items."""
+    if isinstance(value, dict) and len(value) > MAX_SUMMARY_ITEMS:
+        head = dict(list(value.items())[:MAX_SUMMARY_ITEMS])
+        return ", ".join(f"{k}={format_number(v) if isinstance(v, float) else v}" for k, v in head.items()) + \
+            f", … ({len(value)} in all: see the tables)"
+    if isinstance(value, list) and len(value) > MAX_SUMMARY_ITEMS:
+        return ", ".join(str(v) for v in value[:MAX_SUMMARY_ITEMS]) + f", … ({len(value)} in all)"
+    return value
+
+
 def summary_block(meta: dict[str, Any]) -> str:
     """``meta.json``'s ``title`` and ``summary`` (headline numbers), when it has them."""
     parts = []
     if isinstance(meta.get("title"), str) and meta["title"]:
         parts.append(f'<p class="card-title">{esc(meta["title"])}</p>')
     if isinstance(meta.get("summary"), dict) and meta["summary"]:
-        items = [(humanize(str(key)), value) for key, value in meta["summary"].items()]
+        items = [(humanize(str(key)), _short_value(value)) for key, value in meta["summary"].items()]
         parts.append('<div class="summary">' + key_values(items) + "</div>")
     return "".join(parts)
 

@@ -32,6 +32,8 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def _clip(text: Any, limit: int = MAX_TEXT) -> str:
     text = "" if text is None else str(text)
+    if not text.strip():
+        return "(empty)"
     return text if len(text) <= limit else text[:limit] + "…"
 
 
@@ -113,12 +115,12 @@ def records_block(path: Path, caption: str, relative: str = "") -> str:
     if all(is_generation(r) for r in records):
         pairs, count, what = telling_generations(records)
         if pairs:
-            summary = f"{caption}: {len(pairs)} of the {count:,} {what} ({len(records):,} records)"
+            summary = f"Generations ({path.name}): {len(pairs)} of the {count:,} {what} (of {len(records):,} records)"
             return details(summary, generation_table(pairs) + where, cls="records")
         first = [(r, None) for r in records if r.get("condition") != "normal"][:SHOWN_RECORDS] or \
             [(r, None) for r in records[:SHOWN_RECORDS]]
-        summary = f"{caption}: none of the {what.split(' whose')[0]} changed language; the first {len(first)} " \
-                  f"({len(records):,} records)"
+        summary = f"Generations ({path.name}): no {what.split(' whose')[0]} changed language; the first " \
+                  f"{len(first)} of {len(records):,} records"
         return details(summary, generation_table(first) + where, cls="records")
     shown = records[:SHOWN_RECORDS]
     return details(f"{caption}: the first {len(shown)} of {len(records):,} records", plain_table(shown) + where,

@@ -8,8 +8,8 @@ html{-webkit-text-size-adjust:100%}
 body{margin:0;background:var(--bg);color:var(--ink);line-height:1.45;font-size:15px;
 font-family:system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,"Noto Sans","Liberation Sans",
 "Noto Sans CJK SC","Noto Sans CJK JP","Noto Sans SC","Source Han Sans SC","PingFang SC","Hiragino Sans",
-"Microsoft YaHei","Yu Gothic","Noto Sans Devanagari","Nirmala UI","Mangal","Noto Sans Arabic","Segoe UI Symbol",
-sans-serif}
+"Microsoft YaHei","Yu Gothic","WenQuanYi Micro Hei","Noto Sans Devanagari","Nirmala UI","Mangal",
+"Lohit Devanagari","Noto Sans Arabic","Segoe UI Symbol",sans-serif}
 header.top{background:var(--head);color:#fff;padding:16px 32px 12px}
 header.top h1{margin:0 0 4px;font-size:24px;font-weight:650;letter-spacing:.2px}
 header.top .models{font-size:16px;color:#dbe4f0;margin:0 0 8px;word-break:break-all}
@@ -94,8 +94,8 @@ figure.zoomed img{max-width:96vw;max-height:90vh;cursor:zoom-out}
 figcaption{font-size:12.5px;color:var(--muted);margin-top:4px}
 p.note{font-size:12.5px;color:var(--muted);margin:2px 0 8px}
 p.warning{background:#fff6e5;border:1px solid #f0c36d;border-radius:6px;padding:6px 10px;font-size:13.5px}
-ul.artefacts{list-style:none;padding:0;margin:6px 0;font-size:13.5px}
-ul.artefacts li{padding:3px 0;border-bottom:1px solid #eef0f3}
+ul.artefacts{list-style:none;padding:0;margin:6px 0;font-size:13.5px;display:flex;flex-wrap:wrap;gap:4px 14px}
+ul.artefacts li{padding:2px 0}
 ul.artefacts a{color:var(--accent)}
 .findings{background:#f0f5fb;border-left:4px solid var(--accent);padding:6px 14px;border-radius:4px;margin:8px 0 14px}
 .findings h3{margin:4px 0;font-size:15px}.findings ul{margin:4px 0;padding-left:18px;font-size:14px}

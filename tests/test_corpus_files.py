@@ -189,3 +189,47 @@ def test_the_exit_codes_are_the_processes_own(tmp_path):
     result = subprocess.run([sys.executable, "-m", "langneurons", "--version"], capture_output=True, text=True,
                             env=env, timeout=120)
     assert result.returncode == 0
+
+
+def test_report_over_a_corrupt_artefact_says_so_and_still_writes(tmp_path, capsys):
+    from test_data_safety import hand_stats
+
+    run = tmp_path / "run"
+    stats = hand_stats()
+    stats.save(run / "stats")
+    ln.identify(stats, "lape", top_rate=0.2).save(run / "lape.neurons")
+    tensors = run / "lape.neurons" / "tensors.safetensors"
+    tensors.write_bytes(tensors.read_bytes()[:-4] + b"XXXX")  # the checksum no longer matches
+    (run / "broken").mkdir()
+    (run / "broken" / "meta.json").write_text("{not json")
+    code, err = cli(capsys, "report", run)
+    assert code == 0, err
+    found = [line for line in err.splitlines() if line.startswith("langneurons report: warning: ")]
+    assert len(found) == 2, err
+    assert any("lape.neurons: could not render this neuron_set" in line and "checksum" in line for line in found)
+    assert any("broken/meta.json cannot be read" in line for line in found)
+    text = (run / "report.html").read_text(encoding="utf-8")
+    assert "could not render this neuron_set" in text and "broken/meta.json cannot be read" in text
+
+
+def test_a_language_missing_from_the_inputs_names_the_files(tmp_path, capsys):
+    from test_data_safety import hand_stats
+
+    stats = hand_stats()
+    stats.save(tmp_path / "stats")
+    ln.identify(stats, "lape", top_rate=0.2).save(tmp_path / "lape.neurons")
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    (prompts / "aa.txt").write_text("question\n")
+    code, err = cli(capsys, "generate", "--model", "unused", "--prompts", prompts, "--neurons", tmp_path / "lape.neurons",
+                    "--stats", tmp_path / "stats", "--activate", "zz", "--out", tmp_path / "gen")
+    line = one_error(err)
+    assert code == 2 and "'zz'" in line and str(tmp_path / "lape.neurons") in line, line
+    code, err = cli(capsys, "steer", "--model", "unused", "--prompts", prompts, "--neurons", tmp_path / "lape.neurons",
+                    "--stats", tmp_path / "stats", "--langs", "zz", "--out", tmp_path / "steer")
+    assert code == 2 and f"no prompt file for language(s) zz in {str(prompts)!r}" in one_error(err)
+    code, err = cli(capsys, "steer", "--model", "unused", "--unconditional", 2, "--neurons", tmp_path / "lape.neurons",
+                    "--stats", tmp_path / "stats", "--langs", "zz", "--out", tmp_path / "steer")
+    line = one_error(err)
+    assert code == 2 and "cannot steer language(s) zz" in line and str(tmp_path / "stats") in line, line
+    assert not (tmp_path / "gen").exists() and not (tmp_path / "steer").exists()

@@ -70,6 +70,18 @@ class Progress:
             self._bar = tqdm(total=total, unit=unit, unit_scale=unit == "tok", desc=what, dynamic_ncols=True,
                              file=file or sys.stderr, smoothing=0.05, leave=True)
 
+    @classmethod
+    def start(cls, what: str, total: int | None, unit: str = "it", factors: Sequence[tuple[int, str]] = (),
+              enabled: bool = True, file: TextIO | None = None, work: tuple[int, str] | None = None) -> "Progress":
+        """Print the work line (when enabled and there are ``factors``) and start the bar.
+
+        ``work``: the line's ``(total, unit)`` when it counts something else than the bar (default: the bar's)."""
+        stream = file or sys.stderr
+        if enabled and factors:
+            line_total, line_unit = work or (total, UNIT_NAMES.get(unit, unit))
+            print(work_line(what, factors, line_total, line_unit), file=stream, flush=True)
+        return cls(what, total, unit, enabled=enabled, file=stream)
+
     def update(self, count: int = 1) -> None:
         """``count`` more units done."""
         self.done += int(count)
@@ -80,6 +92,11 @@ class Progress:
         """What runs now, shown after the command's name."""
         if self._bar is not None:
             self._bar.set_description(f"{self.what} {text}".strip(), refresh=False)
+
+    def postfix(self, **values: Any) -> None:
+        """Numbers shown after the bar (e.g. the current loss)."""
+        if self._bar is not None:
+            self._bar.set_postfix(values, refresh=False)
 
     def finish(self) -> None:
         """The work is done: a total that was an estimate or an upper bound becomes what was done."""
@@ -112,10 +129,7 @@ def progress_bar(what: str, total: int | None, unit: str = "it", factors: Sequen
     if isinstance(progress, Progress):
         yield progress
         return
-    stream = file or sys.stderr
-    if progress and factors:
-        print(work_line(what, factors, total, UNIT_NAMES.get(unit, unit)), file=stream, flush=True)
-    bar = Progress(what, total, unit, enabled=bool(progress), file=stream)
+    bar = Progress.start(what, total, unit, factors, bool(progress), file)
     try:
         yield bar
     finally:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from langneurons.cli._common import add_placement_options
@@ -120,3 +122,18 @@ def check_loaded(args: argparse.Namespace, loaded: Any, neurons: Any, stats: Any
         for site in neurons.sites:
             located = locate_site(loaded.model, site)
             neurons.check_shape(located.num_layers, located.width, what=f"--model {args.model!r}", site=site)
+
+
+@contextmanager
+def naming_inputs(args: argparse.Namespace) -> Iterator[None]:
+    """Errors raised inside (a language missing from the neuron set or the statistics) name the files involved."""
+    from langneurons.errors import LangNeuronsError
+
+    try:
+        yield
+    except LangNeuronsError as exc:
+        given = [f"{flag} {path!r}" for flag, path in (("--neurons", args.neurons), ("--stats", args.stats),
+                                                       ("--prompts", getattr(args, "prompts", None))) if path]
+        if given and not any(str(path) in str(exc) for path in (args.neurons, args.stats) if path):
+            raise LangNeuronsError(f"{exc} ({', '.join(given)})") from None
+        raise

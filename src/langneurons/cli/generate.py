@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
         check_prompt_source,
         judge_from_args,
         load_inputs,
+        naming_inputs,
         settings_from_args,
     )
     from langneurons.errors import LangNeuronsError
@@ -76,12 +77,13 @@ def run(args: argparse.Namespace) -> int:
         raise LangNeuronsError("--activate needs --stats (the mean activations come from the recorded statistics)")
     neurons, stats = load_inputs(args)
     conditions = ([Condition()] if args.also_normal and not condition.is_normal else []) + edited
-    for item in conditions:
-        item.edits(neurons, stats)  # unknown languages fail here, before the model loads
-    if condition.activate:
-        from langneurons.interventions.neurons import plan_edits
+    with naming_inputs(args):
+        for item in conditions:
+            item.edits(neurons, stats)  # unknown languages fail here, before the model loads
+        if condition.activate:
+            from langneurons.interventions.neurons import plan_edits
 
-        plan_edits(condition.edits(neurons, stats), neurons.num_layers)  # statistics match the neuron set
+            plan_edits(condition.edits(neurons, stats), neurons.num_layers)  # statistics match the neuron set
     identifier = get_identifier(args.langid)
     judge = judge_from_args(args)
 

@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
         check_prompt_source,
         judge_from_args,
         load_inputs,
+        naming_inputs,
         settings_from_args,
     )
     from langneurons.errors import LangNeuronsError
@@ -69,14 +70,15 @@ def run(args: argparse.Namespace) -> int:
         prompts = read_prompts(args.prompts, wanted, args.limit, args.prompt_chars)
     neurons, stats = load_inputs(args)
     own = prompts is not None and not args.prompt_language
-    languages = steering_languages(neurons, stats, list(prompts) if own else None, langs)
-    if args.deactivate_prompt_language:
-        if not args.prompt_language:
-            raise LangNeuronsError("--deactivate-prompt-language needs --prompt-language")
-        neurons.layers(args.prompt_language)
+    if args.deactivate_prompt_language and not args.prompt_language:
+        raise LangNeuronsError("--deactivate-prompt-language needs --prompt-language")
     from langneurons.interventions.neurons import Activate, plan_edits
 
-    plan_edits([Activate(neurons, languages, stats, args.strength[0])], neurons.num_layers)  # stats match the set
+    with naming_inputs(args):
+        languages = steering_languages(neurons, stats, list(prompts) if own else None, langs)
+        if args.deactivate_prompt_language:
+            neurons.layers(args.prompt_language)
+        plan_edits([Activate(neurons, languages, stats, args.strength[0])], neurons.num_layers)  # stats match the set
     identifier = get_identifier(args.langid)
     judge = judge_from_args(args)
 

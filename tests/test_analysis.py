@@ -328,7 +328,8 @@ def test_cli_errors_are_one_line_and_write_nothing(case, llama_dir, tmp_path, ca
                             "zz", "--corpus", misaligned], "--stats '.*stats' has no language 'zz'"),
         "bad neurons": (["analyze", "layers", "--neurons", tmp_path / "nothing"], "is not a langneurons"),
         "ses layers": (["analyze", "ses", "--model", llama_dir, "--corpus", tmp_path / "parallel", "--neurons",
-                        tmp_path / "three.neurons", "--no-progress"], "--neurons '.*three.neurons' has 3 layers but --model"),
+                        tmp_path / "three.neurons", "--no-progress"],
+                       "--neurons '.*three.neurons' has 3 layers but --model"),
     }[case]
     assert run_cli(*args, "--out", out) == 2
     lines = [line for line in capsys.readouterr().err.strip().splitlines() if "Loading weights" not in line]

@@ -151,7 +151,8 @@ def test_list_options_take_spaces_commas_and_repeats():
     args = parser.parse_args(["analyze", "sweep", "--model", "m", "--stats", "s", "--language", "fr", "--corpus", "c",
                               "--out", "o", "--ratios", "0", "0.01,0.02"])
     assert args.ratios == [0.0, 0.01, 0.02]
-    assert parser.parse_args(["identify", "--out", "o", "--finetuned", "en=a,b", "zh=c"]).finetuned == ["en=a,b", "zh=c"]
+    args = parser.parse_args(["identify", "--out", "o", "--finetuned", "en=a,b", "zh=c"])
+    assert args.finetuned == ["en=a,b", "zh=c"]
     # every list option of every command is of one kind
     for name, sub in _parsers(parser):
         for action in sub._actions:
@@ -221,8 +222,8 @@ def test_a_language_missing_from_the_inputs_names_the_files(tmp_path, capsys):
     prompts = tmp_path / "prompts"
     prompts.mkdir()
     (prompts / "aa.txt").write_text("question\n")
-    code, err = cli(capsys, "generate", "--model", "unused", "--prompts", prompts, "--neurons", tmp_path / "lape.neurons",
-                    "--stats", tmp_path / "stats", "--activate", "zz", "--out", tmp_path / "gen")
+    code, err = cli(capsys, "generate", "--model", "unused", "--prompts", prompts, "--neurons",
+                    tmp_path / "lape.neurons", "--stats", tmp_path / "stats", "--activate", "zz", "--out", tmp_path / "gen")
     line = one_error(err)
     assert code == 2 and "'zz'" in line and str(tmp_path / "lape.neurons") in line, line
     code, err = cli(capsys, "steer", "--model", "unused", "--prompts", prompts, "--neurons", tmp_path / "lape.neurons",

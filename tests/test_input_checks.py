@@ -74,6 +74,22 @@ def test_fingerprint_tells_weights_and_shapes_apart_and_ignores_the_dtype():
     assert json.loads(json.dumps(same)) == same  # strict JSON in meta.json
 
 
+def test_a_parameter_set_fingerprint_samples_its_matrices_by_name():
+    """PV reads weights one matrix at a time: its fingerprint samples the considered matrices, and a loaded model is
+    sampled at the same names."""
+    from langneurons.sets.compatibility import fingerprint_for, weights_fingerprint
+    from langneurons.testbed.tiny import tiny_model
+
+    base = dict(tiny_model("llama", seed=0).named_parameters())
+    shapes = {name: tuple(p.shape) for name, p in base.items() if p.ndim == 2 and ".layers." in name}
+    record = weights_fingerprint(shapes, lambda name: base[name].detach())
+    assert len(record["samples"]) == 12 and record["structure"] is None
+    for model, expected in ((tiny_model("llama", seed=0), "same"), (tiny_model("llama", seed=1), "weights"),
+                            (tiny_model("llama", intermediate_size=96), "structure"),
+                            (tiny_model("gpt2"), "structure")):
+        assert compare_fingerprints(record, fingerprint_for(record, model)) == expected
+
+
 def test_every_artefact_carries_the_fingerprint(run, llama_dir):
     from transformers import AutoModelForCausalLM
 

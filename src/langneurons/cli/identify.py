@@ -64,8 +64,14 @@ def _load_stats(args: argparse.Namespace):
     from langneurons.cli._common import parse_langs
     from langneurons.stats import load_stats
 
+    from langneurons.errors import LangNeuronsError
+
     stats = load_stats(args.stats)
     langs = parse_langs(args.langs)
+    missing = [lang for lang in langs or [] if lang not in stats.languages]
+    if missing:
+        raise LangNeuronsError(f"--stats {args.stats!r} has no language(s) {', '.join(missing)} "
+                               f"(it has {', '.join(stats.languages)})")
     return stats.select_languages(langs) if langs else stats
 
 

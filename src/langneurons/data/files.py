@@ -2,8 +2,8 @@
 reported in one line naming the file, never skipped.
 
 ``{lang}.txt``, ``{lang}.txt.gz``, ``{lang}.jsonl.xz``, ``{lang}.txt.bz2`` ... all read the same way:
-:func:`open_text` (a streaming text file), :func:`iter_lines` / :func:`raw_lines` (decoded lines with their byte offsets, for streaming
-readers that hash as they go) and :func:`read_text`. A UTF-8 byte-order mark is dropped; UTF-16 / UTF-32 text
+:func:`open_text` (a streaming text file), :func:`iter_lines` / :func:`raw_lines` (decoded lines with their
+byte offsets, for streaming readers that hash as they go) and :func:`read_text`. A UTF-8 byte-order mark is dropped; UTF-16 / UTF-32 text
 (a byte-order mark), bytes that are not UTF-8, a compression the standard library cannot read (zstd, lz4,
 zip, ...) and a compressed file named as plain text are errors that name the file. Checksums
 (:func:`text_sha256`) are of the decompressed bytes, so a corpus keeps its checksum when it is compressed.
@@ -54,7 +54,7 @@ def split_name(path: str | Path) -> tuple[str, str, str]:
 
 
 def text_suffix(path: str | Path) -> str:
-    """The text format of a file, ``.txt`` or ``.jsonl``, whatever compression follows (``zh.jsonl.xz`` -> ``.jsonl``)."""
+    """The text format of a file, ``.txt`` or ``.jsonl``, whatever compression follows (``zh.jsonl.xz``: ``.jsonl``)."""
     return split_name(path)[1].lower()
 
 
@@ -86,7 +86,8 @@ def _open_binary(path: Path, what: str) -> tuple[IO[bytes], bytes]:
                 break
     for bom, encoding in _OTHER_BOMS.items():  # UTF-32 before UTF-16: its mark starts the same way
         if problem is None and head.startswith(bom):
-            problem = f"{what} {str(path)!r} is {encoding} text; convert it to UTF-8 (e.g. iconv -f {encoding} -t UTF-8)"
+            problem = (f"{what} {str(path)!r} is {encoding} text; convert it to UTF-8 "
+                       f"(e.g. iconv -f {encoding} -t UTF-8)")
     if problem is not None:
         handle.close()
         raise LangNeuronsError(problem)

@@ -327,9 +327,9 @@ def record(
     total = estimated_tokens(source, num_shards * context.world_size)
     if progress and context.is_main:
         exact = expected_tokens(source, num_shards * context.world_size) is not None
-        print(work_line("record", [(len(source.languages), "languages"),
-                                   (total // max(len(source.languages), 1), "tokens each" if exact else "tokens each (estimated)")],
-                        total, "tokens"), file=sys.stderr, flush=True)
+        each = "tokens each" if exact else "tokens each (estimated)"
+        factors = [(len(source.languages), "languages"), (total // max(len(source.languages), 1), each)]
+        print(work_line("record", factors, total, "tokens"), file=sys.stderr, flush=True)
     total = max(total - position.tokens_done, 0)
     run_batches(loaded.model, site_map, (_as_batch(p) for p in planned), [accumulator], total_tokens=total,
                 progress=progress and context.is_main, after_batch=checkpointer.after_batch)

@@ -10,8 +10,9 @@ from typing import Any
 
 from langneurons.report.context import content_key, first_time
 from langneurons.report.discover import Artefact
-from langneurons.report.html import (IMAGE_TYPES, Cell, details, diverging_style, esc, figure, figure_grid, format_number,
-                                     key_values, looks_like, parse_number, same_as, sequential_style, table, warning)
+from langneurons.report.html import (IMAGE_TYPES, Cell, details, diverging_style, esc, figure, figure_grid,
+                                     format_number, key_values, looks_like, parse_number, same_as, sequential_style,
+                                     table, warning)
 
 MAX_TABLE_ROWS = 300
 MAX_CELL_CHARS = 600

@@ -33,8 +33,9 @@ VALUES_PER_MATRIX = 8
 #: relative rounding of each dtype (one unit in the last place); the coarser of two dtypes sets the tolerance
 _ROUNDING = {"float32": 2.0 ** -22, "float64": 2.0 ** -22, "float16": 2.0 ** -10, "bfloat16": 2.0 ** -7}
 
-__all__ = ["Input", "check_context", "check_inputs", "check_model", "compare_fingerprints", "context_length", "fingerprint_of",
-           "model_fingerprint", "model_provenance", "sample_positions"]
+__all__ = ["Input", "check_context", "check_inputs", "check_model", "compare_fingerprints", "context_length",
+           "fingerprint_for", "fingerprint_of", "model_fingerprint", "model_provenance", "neurons_input",
+           "sample_positions", "stats_input", "weights_fingerprint"]
 
 
 # -- the fingerprint ---------------------------------------------------------------------------------
@@ -131,6 +132,8 @@ def compare_fingerprints(first: Mapping[str, Any] | None, second: Mapping[str, A
     or ``None`` when either is missing or they share nothing to compare."""
     if not first or not second:
         return None
+    if first.get("mismatch") or second.get("mismatch"):  # a sampled matrix missing, or of another shape
+        return "structure"
     if first.get("structure") and second.get("structure") and first["structure"] != second["structure"]:
         return "structure"
     mine, theirs = first.get("samples") or {}, second.get("samples") or {}
@@ -156,7 +159,7 @@ def fingerprint_for(record: Mapping[str, Any] | None, model: nn.Module) -> dict[
         for name, entry in record["samples"].items():
             tensor = parameters.get(name)
             if tensor is None or list(tensor.shape) != list(entry.get("shape") or []):
-                return {"version": FINGERPRINT_VERSION, "structure": "missing " + name, "samples": {}}
+                return {"version": FINGERPRINT_VERSION, "structure": None, "samples": {}, "mismatch": name}
             values = _values(tensor, sample_positions(tensor.shape))
             if values is not None:
                 samples[name] = {"shape": list(tensor.shape), "values": values}

@@ -129,7 +129,8 @@ def test_every_help_text_shows_the_default():
                 continue
             if action.default in (None, False, [], argparse.SUPPRESS) or isinstance(action, argparse._HelpAction):
                 continue
-            if "default" not in formatter._get_help_string(action).lower():
+            text = formatter._get_help_string(action).lower()
+            if "(default" not in text and "default:" not in text:
                 missing.append(f"{name} {action.option_strings[0]}")
     assert missing == []
     text = build_parser().format_help()

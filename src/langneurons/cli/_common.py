@@ -33,7 +33,8 @@ class HelpFormatter(argparse.HelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        if (not action.option_strings or "default" in text.lower() or default is None or default is False
+        said = "(default" in text.lower() or "default:" in text.lower()
+        if (not action.option_strings or said or default is None or default is False
                 or default == [] or default is argparse.SUPPRESS or text is argparse.SUPPRESS):
             return text
         return f"{text} (default: {_show_default(default).replace('%', '%%')})"

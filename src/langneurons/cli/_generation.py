@@ -13,13 +13,13 @@ from langneurons.cli._common import add_placement_options
 def add_generation_options(parser: argparse.ArgumentParser) -> None:
     """Decoding options; the defaults are the LAPE paper's (greedy, repetition penalty 1.1)."""
     group = parser.add_argument_group("generation (defaults: the LAPE paper's)")
-    group.add_argument("--max-new-tokens", type=int, default=256, help="tokens generated at most (default 256)")
+    group.add_argument("--max-new-tokens", type=int, default=256, help="tokens generated at most")
     group.add_argument("--batch-size", type=int, default=8, help="prompts generated together, left-padded")
     group.add_argument("--sample", action="store_true", help="sample instead of greedy search")
     group.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (with --sample)")
     group.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (with --sample)")
     group.add_argument("--seed", type=int, default=0, help="seed of the sampling (batch b uses seed + b)")
-    group.add_argument("--repetition-penalty", type=float, default=1.1, help="default 1.1 as in the paper")
+    group.add_argument("--repetition-penalty", type=float, default=1.1, help="repetition penalty (the paper's)")
     group.add_argument("--template", default="Q: {question}\nA:", help="prompt template with {question}")
     group.add_argument("--no-stop", action="store_true", help="do not stop at \\nQ: / \\nA:")
     group.add_argument("--langid", default=None,

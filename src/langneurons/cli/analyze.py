@@ -66,7 +66,7 @@ def add_parser(subparsers) -> None:
     sweep.add_argument("--language", required=True, help="the language whose neurons are deactivated (paper: fr)")
     add_list_option(sweep, "--ratios", "selection ratios, e.g. --ratios 0 0.01 0.05 (default: 0, 0.01, ..., 0.1, "
                     "the paper's 0 to 10%%)", item_type=float, metavar="R")
-    sweep.add_argument("--method", default="lape", help="identification method (default lape)")
+    sweep.add_argument("--method", default="lape", help="identification method")
     sweep.add_argument("--filter-rate", type=float, default=None, help="LAPE/LAVE filter percentile (paper: 0.95)")
     sweep.add_argument("--activation-bar-ratio", type=float, default=None,
                        help="LAPE/LAVE assignment percentile (paper: 0.95)")

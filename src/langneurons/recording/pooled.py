@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from langneurons.recording.recorder import Batch, run_batches
 from langneurons.model.sites import locate_site
 from langneurons.stats.base import BatchInfo
 from langneurons.stats.pooled import PooledVectors
+from langneurons.progress import work_line
 from langneurons.sets.compatibility import model_provenance
 
 
@@ -54,5 +56,12 @@ def record_pooled(
             for input_ids, mask, ids in padded_batches(loaded.tokenizer, lines, batch_size, max_length):
                 yield Batch(BatchInfo(lang, sample_ids=ids), input_ids, mask)
 
-    run_batches(loaded.model, site_map, batches(), [vectors], progress=progress, desc="pool")
+    total = 0  # the bar's total: every sentence's tokens after the cut (an empty one counts as one token)
+    for lines in texts.values():
+        ids = loaded.tokenizer(list(lines), add_special_tokens=False)["input_ids"] if lines else []
+        total += sum(max(1, min(len(row), max_length) if max_length else len(row)) for row in ids)
+    if progress:
+        print(work_line("pool", [(len(texts), "languages"), (num_samples, "sentences")], total, "tokens"),
+              file=sys.stderr, flush=True)
+    run_batches(loaded.model, site_map, batches(), [vectors], total_tokens=total, progress=progress, desc="pool")
     return vectors

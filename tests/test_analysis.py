@@ -280,7 +280,7 @@ def test_cli_layers_overlap(tmp_path, capsys):
     assert run_cli("analyze", "overlap", "--neurons", tmp_path / "hand.neurons", "--out", tmp_path / "ov") == 0
     assert float(read_csv(tmp_path / "ov" / "shared_share.csv")[1][2]) == pytest.approx(3 / 9, abs=1e-6)
     assert "0.333" in capsys.readouterr().out  # the printed shared-share table
-    assert run_cli("analyze") == 1  # no analysis named: help
+    assert run_cli("analyze") == 2  # no analysis named: help, and the exit code of a user error
 
 
 def test_cli_model_analyses(llama_dir, corpus_dir, valid_dir, parallel_dir, tmp_path):
@@ -325,10 +325,11 @@ def test_cli_errors_are_one_line_and_write_nothing(case, llama_dir, tmp_path, ca
         "ratios": (["analyze", "sweep", "--model", llama_dir, "--stats", tmp_path / "stats", "--language", "aa",
                     "--corpus", misaligned, "--ratios", "0,abc"], "--ratios must be comma-separated numbers"),
         "sweep language": (["analyze", "sweep", "--model", llama_dir, "--stats", tmp_path / "stats", "--language",
-                            "zz", "--corpus", misaligned], "statistics have no language 'zz'"),
+                            "zz", "--corpus", misaligned], "--stats '.*stats' has no language 'zz'"),
         "bad neurons": (["analyze", "layers", "--neurons", tmp_path / "nothing"], "is not a langneurons"),
         "ses layers": (["analyze", "ses", "--model", llama_dir, "--corpus", tmp_path / "parallel", "--neurons",
-                        tmp_path / "three.neurons", "--no-progress"], "neuron set has 3 layers but model"),
+                        tmp_path / "three.neurons", "--no-progress"],
+                       "--neurons '.*three.neurons' has 3 layers but --model"),
     }[case]
     assert run_cli(*args, "--out", out) == 2
     lines = [line for line in capsys.readouterr().err.strip().splitlines() if "Loading weights" not in line]

@@ -169,7 +169,8 @@ def test_statistics_get_the_sites_they_declare_and_the_forward_stops_after_the_l
     for site in TwoSites.sites:
         for layer in range(2):
             expected = alone(model, site, ids[0].tolist())[layer].double().sum(0) * 2
-            torch.testing.assert_close(two.sums[site, layer], expected)
+            # a batch of two rows and one row alone differ in float32 rounding (about 1e-7)
+            torch.testing.assert_close(two.sums[site, layer], expected, rtol=1e-5, atol=1e-5)
     with pytest.raises(ln.LangNeuronsError, match=r"TwoSites needs site\(s\) attn.q, which this pass does not"):
         run_batches(model, ["ffn.down_in"], [Batch(BatchInfo("aa"), ids)], [two], progress=False)
     with pytest.raises(ln.LangNeuronsError, match="declares no sites, but 2 sites are attached"):

@@ -16,7 +16,7 @@ import torch
 
 import langneurons as ln
 from langneurons.sets.artefacts import sidecar, write_json
-from langneurons.errors import LangNeuronsError
+from langneurons.errors import LangNeuronsError, LangNeuronsWarning
 from langneurons.report import build_report, discover_run, sections
 from langneurons.report.html import diverging_style, sequential_style
 from langneurons.report.renderers import percent
@@ -107,7 +107,10 @@ def write_generic_artefact(directory: Path, png_source: Path) -> None:
         writer.writerow(["aa", "1.0", "0.25"])
         writer.writerow(["bb", "0.5", "1.0"])
     (directory / "tables" / "notes.csv").write_text(f"name,value\nnote,{HOSTILE.replace(',', ';')}\n")
-    shutil.copy(png_source, directory / "overlap.png")
+    from langneurons.analysis.figures import heatmap  # a figure of its own (the same bytes would be linked)
+
+    heatmap(torch.tensor([[1.0, 0.25], [0.5, 1.0]]), ["aa", "bb"], ["aa", "bb"], directory / "overlap.png", "overlap",
+            "share")
     write_json(directory / "meta.json", sidecar("overlap_test", 1, {  # the layout of langneurons.analysis
         "title": "Overlap test", "summary": {"most_shared_pair": "aa-bb"},
         "tables": [{"file": "overlap.csv", "title": "Overlap matrix", "rows": "language x", "columns": "language y"}],
@@ -240,8 +243,7 @@ def test_neuron_set_and_stats_cards_match_the_artefacts(run_dir):
     assert card.index("Overlap heatmap · overlap.png") < card.index(
         "Overlap matrix (rows: language x; columns: language y) · overlap.csv") < card.index("tables/notes.csv")
     assert '<p class="card-title">Overlap test</p>' in card and "most_shared_pair" in card
-    parameters = [t for t in page.tables if [c[0] for c in t["head"][0]] == ["parameter", "value"]]
-    assert ["share", "0.25"] in [[c[0] for c in row] for t in parameters for row in t["rows"]]
+    assert "<div><dt>share</dt><dd>0.25</dd></div>" in card  # its parameters, in the provenance
 
 
 def test_several_runs_side_by_side(run_dir, tmp_path):
@@ -272,7 +274,8 @@ def test_registered_renderer_and_failing_renderer(run_dir, tmp_path, monkeypatch
     # a corrupt neuron set: its renderer fails (checksum), the card falls back to the generic one
     tensors = run / "lape.neurons" / "tensors.safetensors"
     tensors.write_bytes(tensors.read_bytes()[:-4] + b"XXXX")
-    text = build_report(run).read_text(encoding="utf-8")
+    with pytest.warns(LangNeuronsWarning, match="lape.neurons: could not render this neuron_set"):
+        text = build_report(run).read_text(encoding="utf-8")
     page = Page(text)
     assert "custom" in page.ids() and "1 tables" in text and "Custom overlap" in text
     assert [a["id"] for a in page.of("section")][1] == "s-overlap_test"  # order 5: right after the overview
@@ -293,7 +296,10 @@ def test_discovery_depth_hidden_and_broken(tmp_path, run_dir):
     run = discover_run(root)
     assert [(a.relative, a.kind) for a in run.artefacts] == [("a/ppl", "perplexity_matrix")]
     assert len(run.problems) == 2 and any("broken/meta.json" in p for p in run.problems)
-    text = build_report(root).read_text(encoding="utf-8")
+    with pytest.warns(LangNeuronsWarning) as noted:
+        text = build_report(root).read_text(encoding="utf-8")
+    assert sorted(str(w.message).split(": ", 1)[1].split(":")[0] for w in noted) == ["broken/meta.json cannot be read",
+                                                                                  'kindless/meta.json has no "kind"; skipped']
     assert "broken/meta.json cannot be read" in text
 
 
@@ -334,6 +340,70 @@ def dumped_root(dom: str) -> tuple[dict[str, str], dict[str, str]]:
     """Attributes of <html> and <body> in a --dump-dom output."""
     page = Page(dom)
     return page.of("html")[0], page.of("body")[0]
+
+
+#: measured in the browser after load: page height, the report's opening, repeated tables, the contents' links
+METRICS_PROBE = """<script>window.addEventListener('load', function () {
+  var body = document.body, main = document.querySelector('main');
+  body.setAttribute('data-height', String(document.documentElement.scrollHeight));
+  var first = main.querySelector('section');
+  var opening = first ? Array.prototype.filter.call(first.children, function (e) {
+    return e.tagName !== 'H2' && !e.classList.contains('lead'); })[0] : null;
+  body.setAttribute('data-opens-with', opening ? opening.className : '');
+  body.setAttribute('data-findings', String(main.querySelectorAll('.findings li').length));
+  var seen = {}, repeated = 0;
+  Array.prototype.forEach.call(document.querySelectorAll('main table'), function (table) {
+    var text = table.textContent.replace(/\\s+/g, ' ').trim();
+    if (seen[text]) repeated += 1; seen[text] = true;
+  });
+  body.setAttribute('data-repeated-tables', String(repeated));
+  body.setAttribute('data-tables', String(document.querySelectorAll('main table').length));
+  var images = {}, repeatedImages = 0;
+  Array.prototype.forEach.call(document.images, function (image) {
+    if (images[image.src]) repeatedImages += 1; images[image.src] = true;
+  });
+  body.setAttribute('data-repeated-images', String(repeatedImages));
+  var links = document.querySelectorAll('nav.toc a'), broken = 0, reached = 0;
+  Array.prototype.forEach.call(links, function (a) {
+    var target = document.getElementById(a.getAttribute('href').slice(1));
+    if (!target) { broken += 1; return; }
+    a.click();
+    if (Math.abs(target.getBoundingClientRect().top) < 40 || window.innerHeight + window.scrollY >=
+        document.documentElement.scrollHeight - 2) reached += 1;
+  });
+  body.setAttribute('data-toc-links', String(links.length));
+  body.setAttribute('data-toc-broken', String(broken));
+  body.setAttribute('data-toc-reached', String(reached));
+  body.setAttribute('data-toc-position', getComputedStyle(document.querySelector('nav.toc')).position);
+  window.scrollTo(0, 0);
+});</script></body>"""
+
+
+def page_metrics(binary: str, report: Path, width: int, profile: Path) -> dict[str, str]:
+    """What :data:`METRICS_PROBE` measures in headless Chromium at ``width`` CSS pixels."""
+    probe = report.with_name(f".{report.stem}-probe-{width}.html")
+    probe.write_text(report.read_text(encoding="utf-8").replace("</body>", METRICS_PROBE, 1), encoding="utf-8")
+    try:
+        _, body = dumped_root(chromium(binary, profile, f"--window-size={width},1000", "--virtual-time-budget=5000",
+                                       "--dump-dom", probe.as_uri()).stdout)
+    finally:
+        probe.unlink(missing_ok=True)
+    return body
+
+
+def screenshots(binary: str, report: Path, name: str, profile: Path, widths=(1400, 800)) -> list[Path]:
+    """Full-page screenshots at each width (kept in tests/_artifacts to look at)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    shots = []
+    for width in widths:
+        height = int(page_metrics(binary, report, width, profile).get("data-height", "3000"))
+        shot = ARTIFACTS / f"{name}-{width}.png"
+        shot.unlink(missing_ok=True)
+        chromium(binary, profile, f"--screenshot={shot}", f"--window-size={width},{min(height, 16000)}",
+                 report.as_uri())
+        assert shot.is_file() and shot.read_bytes().startswith(PNG)
+        shots.append(shot)
+    return shots
 
 
 @pytest.mark.slow

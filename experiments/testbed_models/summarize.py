@@ -32,7 +32,7 @@ def ppl_block(pdir: Path) -> dict:
             "random": float(ch[rnd, c]) if rnd is not None else None,
             "row_max_on_diag": (int(ch[r].argmax()) == c) if r is not None else None,
         }
-    sizes = m.extra.get("neurons", {}).get("sizes")
+    sizes = json.loads((pdir / "meta.json").read_text()).get("neurons", {}).get("sizes")
     return {"summary": s, "langs": rows, "sizes": sizes}
 
 

@@ -23,10 +23,19 @@ def new_figure(figsize: tuple[float, float], dpi: int = 110) -> Figure:
 
 
 def save_figure(fig: Figure, path: str | Path) -> Path:
-    """Lay out ``fig`` and write it to ``path`` (PNG by the suffix)."""
+    """Lay out ``fig`` and write it to ``path`` (PNG by the suffix), cropped to what is drawn (legends placed
+    outside the axes included)."""
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight", pad_inches=0.08)
     return Path(path)
+
+
+def outside_legend(ax, handles=None, labels=None, title: str | None = None) -> None:
+    """A legend to the right of the axes, never over the data."""
+    kwargs = {} if handles is None else {"handles": handles, "labels": labels}
+    count = len(labels if labels is not None else ax.get_legend_handles_labels()[1])
+    ax.legend(**kwargs, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=7, frameon=False,
+              title=title, title_fontsize=7, ncol=max(1, math.ceil(count / 16)))  # no taller than the axes
 
 
 _save = save_figure
@@ -46,7 +55,7 @@ def line_plot(x: Sequence[float], series: Mapping[str, Sequence[float]], path: s
     ax.set_title(title)
     ax.grid(alpha=0.3)
     if series:
-        ax.legend(ncol=min(len(series), 6), fontsize=7)
+        outside_legend(ax)
     return _save(fig, path)
 
 
@@ -122,8 +131,10 @@ def small_multiples(panels: Mapping[str, Mapping[str, Sequence[float]]], path: s
         ax.set_xlabel(xlabel, fontsize=8)
         ax.set_ylabel(ylabel, fontsize=8)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if handles:  # one legend for every panel, beside the grid (never over a panel's data)
+        fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 0.95), fontsize=7, frameon=False)
     fig.suptitle(title)
     return _save(fig, path)

@@ -14,16 +14,21 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def perplexity_heatmap(matrix: "PerplexityMatrix", path: str | Path) -> Path:
-    """Figure 2 of the LAPE paper: PPL change against normal, rows random + deactivated languages."""
+    """Figure 2 of the LAPE paper: the PPL change against normal, rows random + deactivated languages.
+
+    Shown as the relative change in percent (``100 x (PPL / PPL_normal - 1)``), the unit of the report's table
+    and headline, so the languages' very different perplexities share one scale; the paper plots the absolute
+    change (``matrix.change()``, also in ``perplexity.csv`` minus its normal row).
+    """
     from langneurons.analysis.figures import heatmap
 
     rows = [c for c in matrix.conditions if c != "normal"]
     index = [matrix.conditions.index(c) for c in rows]
-    change = matrix.change()[index]
+    change = matrix.change(relative=True)[index] * 100
     zeroing = matrix.meta.get("intervention") == "zero parameters"
-    return heatmap(change, rows, matrix.languages, path, "PPL change vs normal", "PPL change",
-                   xlabel="evaluated language", ylabel="parameters zeroed" if zeroing else "deactivated",
-                   fmt="{:+.2f}", diverging=True)
+    return heatmap(change, rows, matrix.languages, path, "Relative PPL change against normal (%)",
+                   "relative PPL change (%)", xlabel="evaluated language",
+                   ylabel="parameters zeroed" if zeroing else "neurons deactivated", fmt="{:+.1f}", diverging=True)
 
 
 def layer_distribution_plot(neurons: "NeuronSet", path: str | Path) -> Path:

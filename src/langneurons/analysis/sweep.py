@@ -15,7 +15,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from langneurons.analysis.output import AnalysisOutput, Figure, Table, declare_kind, summary_of
 from langneurons.data.corpus import PackedCorpus, default_seq_len, load_corpus
@@ -24,6 +23,8 @@ from langneurons.interventions.neurons import deactivate
 from langneurons.model.loading import LoadedModel, as_loaded
 from langneurons.methods import get_method
 from langneurons.evaluation.perplexity import corpus_nll
+from langneurons.progress import corpus_factors, progress_bar
+from langneurons.sets.compatibility import check_context, model_provenance
 from langneurons.model.sites import locate_site
 
 
@@ -151,6 +152,7 @@ def selection_sweep(
     if (site_map.num_layers, site_map.width) != (stats.num_layers, stats.width):
         raise LangNeuronsError(f"statistics are for {stats.num_layers} layers x {stats.width} neurons but model "
                                f"{loaded.name!r} has {site_map.num_layers} x {site_map.width} at site {site!r}")
+    check_context(loaded.model, seq_len, f"model {loaded.name!r}")
     packed = corpus if isinstance(corpus, PackedCorpus) else load_corpus(
         corpus, loaded.tokenizer, seq_len or default_seq_len(loaded.model), langs=langs, max_tokens=max_tokens)
     selections = [get_method(method, top_rate=ratio, **params).fit(stats).select() for ratio in ratios]
@@ -158,22 +160,24 @@ def selection_sweep(
     evaluated = packed.languages
     normal = torch.zeros(len(evaluated), dtype=torch.float64)
     nll = torch.zeros(len(ratios), len(evaluated), dtype=torch.float64)
-    total = sum(int(w.numel()) for w in packed.windows.values()) * (len(ratios) + 1)
-    with tqdm(total=total, unit="tok", unit_scale=True, disable=not progress, dynamic_ncols=True) as bar:
+    per_language = {lang: int(w.numel()) for lang, w in packed.windows.items()}
+    total = sum(per_language.values()) * (len(ratios) + 1)
+    factors = corpus_factors(len(ratios) + 1, "conditions (normal + ratios)", per_language)
+    with progress_bar("sweep", total, "tok", factors, progress) as bar:
         for c, lang in enumerate(evaluated):
-            bar.set_description(f"sweep normal->{lang}")
+            bar.describe(f"normal->{lang}")
             summed, count = corpus_nll(loaded.model, packed.windows[lang], batch_size, bar)
             normal[c] = summed / count
         for r, selection in enumerate(selections):
             with deactivate(loaded.model, selection, language, site_map=site_map):
                 for c, lang in enumerate(evaluated):
-                    bar.set_description(f"sweep {ratios[r]:g}->{lang}")
+                    bar.describe(f"{ratios[r]:g}->{lang}")
                     summed, count = corpus_nll(loaded.model, packed.windows[lang], batch_size, bar)
                     nll[r, c] = summed / count
     if not bool(torch.isfinite(nll).all() and torch.isfinite(normal).all()):
         raise LangNeuronsError("perplexity is not finite (try --dtype float32)")
     meta = {
-        **loaded.provenance(),
+        **model_provenance(loaded),
         "site": site,
         "deactivated_language": language,
         "method": method,

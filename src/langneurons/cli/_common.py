@@ -1,8 +1,98 @@
-"""Options shared by several subcommands (model loading, corpus packing, run settings)."""
+"""Options shared by several subcommands (model loading, corpus packing, run settings) and the CLI conventions.
+
+Conventions every command follows (``docs/architecture.md``, "CLI conventions"):
+
+- parsers are :class:`Parser` (``main.build_parser`` makes the top one; subcommands inherit it), whose
+  :class:`HelpFormatter` shows each option's default;
+- a list option is :func:`add_list_option`: ``--langs en zh`` (space-separated) and ``--langs en,zh`` (the 0.1
+  form) both work, and repeating the flag adds to the list;
+- outputs are checked with :func:`prepare_outputs` before any work, and ``--force`` is :func:`add_force_option`;
+- long work shows one overall bar (:func:`langneurons.progress.progress_bar`), announced by one line;
+- user mistakes raise :class:`~langneurons.errors.LangNeuronsError` naming the flag and file involved (exit 2).
+"""
 
 from __future__ import annotations
 
 import argparse
+from typing import Any, Callable
+
+#: what ``langneurons --help`` says about exit codes (also in the README)
+EXIT_CODES = {0: "done", 2: "user error (one line on stderr naming the flag or file)", 130: "interrupted (Ctrl-C)"}
+EXIT_EPILOG = "exit codes: " + ", ".join(f"{code} {meaning}" for code, meaning in EXIT_CODES.items())
+
+
+def _show_default(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return " ".join(str(v) for v in value)
+    return str(value)
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Help that shows every option's default (unless the help text already says it, or there is none)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        said = "(default" in text.lower() or "default:" in text.lower()
+        if (not action.option_strings or said or default is None or default is False
+                or default == [] or default is argparse.SUPPRESS or text is argparse.SUPPRESS):
+            return text
+        return f"{text} (default: {_show_default(default).replace('%', '%%')})"
+
+
+class Parser(argparse.ArgumentParser):
+    """The parser of every langneurons (sub)command: defaults shown in the help."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+class ListAction(argparse.Action):
+    """A list option: space-separated values, each of which may also be comma-separated; repeating the flag adds.
+
+    ``item_type`` converts each item (``float`` for ``--strength``); ``split_commas=False`` keeps commas (paths).
+    """
+
+    def __init__(self, option_strings: list[str], dest: str, item_type: Callable[[str], Any] = str,
+                 split_commas: bool = True, **kwargs: Any) -> None:
+        kwargs.setdefault("nargs", "+")
+        self.item_type, self.split_commas = item_type, split_commas
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        items = []
+        for value in values if isinstance(values, list) else [values]:
+            parts = value.split(",") if self.split_commas else [value]
+            for part in (p.strip() for p in parts):
+                if not part:
+                    continue
+                try:
+                    items.append(self.item_type(part))
+                except ValueError:
+                    from langneurons.errors import LangNeuronsError
+
+                    noun = {float: "numbers", int: "whole numbers"}.get(self.item_type, "values")
+                    raise LangNeuronsError(f"{option_string} must be comma-separated {noun} (or separated by "
+                                           f"spaces), got {part!r}") from None
+        current = getattr(namespace, self.dest, None)
+        # the first use of the flag replaces the default, each further use adds
+        base = [] if current is None or current is self.default else list(current)
+        setattr(namespace, self.dest, base + items)
+
+
+def add_list_option(parser: Any, flag: str, help: str, item_type: Callable[[str], Any] = str,
+                    default: Any = None, metavar: str | None = None, required: bool = False,
+                    split_commas: bool = True, dest: str | None = None) -> argparse.Action:
+    """A list option in the one CLI style: ``FLAG a b`` or ``FLAG a,b`` (see :class:`ListAction`)."""
+    kwargs: dict[str, Any] = {"action": ListAction, "item_type": item_type, "split_commas": split_commas,
+                              "default": default, "help": help, "required": required}
+    if metavar is not None:
+        kwargs["metavar"] = metavar
+    if dest is not None:
+        kwargs["dest"] = dest
+    return parser.add_argument(flag, **kwargs)
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -54,17 +144,20 @@ def load_model_from_args(args: argparse.Namespace):
 
 def add_corpus_options(parser: argparse.ArgumentParser, corpus_help: str) -> None:
     parser.add_argument("--corpus", required=True, help=corpus_help)
-    parser.add_argument("--langs", default=None, help="comma-separated languages (default: every {lang}.txt/.jsonl file)")
+    add_list_option(parser, "--langs", "languages, e.g. --langs en zh (default: every {lang}.txt / .jsonl file)",
+                    metavar="LANG")
     parser.add_argument("--seq-len", type=int, default=None, help="window length (default: model context, at most 4096)")
     parser.add_argument("--max-tokens", type=int, default=None, help="cap on tokens per language")
     parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
 
 
-def parse_langs(value: str | None) -> list[str] | None:
+def parse_langs(value: str | list[str] | None) -> list[str] | None:
+    """Languages of a list option (a list, or the 0.1 comma-separated string); ``None`` when not given."""
     if value is None:
         return None
-    langs = [part.strip() for part in value.split(",") if part.strip()]
-    return langs or None
+    values = [value] if isinstance(value, str) else list(value)
+    langs = [part.strip() for item in values for part in str(item).split(",") if part.strip()]
+    return list(dict.fromkeys(langs)) or None
 
 
 def parse_param_items(items: list[str]) -> dict:
@@ -106,3 +199,55 @@ def prepare_outputs(args: argparse.Namespace, outputs, inputs: dict | None = Non
     if isinstance(outputs, dict):
         outputs = [Target(flag, path) for flag, path in outputs.items()]
     check_outputs(list(outputs), inputs or {}, force=bool(getattr(args, "force", False)), containers=containers)
+
+
+# -- inputs: checked against each other and against the model before any model time is spent ----------------
+def warn_empty_languages(result: Any, label: str, unit: str = "neurons") -> None:
+    """A one-line warning naming the languages of a neuron (or parameter) set that have none."""
+    import warnings
+
+    from langneurons.errors import LangNeuronsWarning
+
+    empty = [lang for lang, n in result.sizes().items() if n == 0]
+    if empty:
+        warnings.warn(f"{label} has no {unit} for {', '.join(empty)}: intervening on "
+                      f"{'it' if len(empty) == 1 else 'them'} changes nothing (identify with a larger --top-rate)",
+                      LangNeuronsWarning, stacklevel=2)
+
+
+def load_neuron_set(path: str | None, flag: str = "--neurons") -> Any:
+    """The neuron set at ``path`` (``None`` when not given), with a warning naming its empty languages."""
+    if path is None:
+        return None
+    from langneurons.sets.neuronset import load_neurons
+
+    neurons = load_neurons(path)
+    warn_empty_languages(neurons, f"{flag} {str(path)!r}")
+    return neurons
+
+
+def check_seq_len_early(args: argparse.Namespace, flag: str = "--seq-len") -> None:
+    """``--seq-len`` against the context length in the model's config, before anything loads (one-line error)."""
+    from langneurons.errors import LangNeuronsError
+    from langneurons.sets.compatibility import check_context
+
+    seq_len = getattr(args, flag.lstrip("-").replace("-", "_"), None)
+    if seq_len is None:
+        return
+    if seq_len < 2:
+        raise LangNeuronsError(f"{flag} must be at least 2, got {seq_len}")
+    try:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(args.model, revision=getattr(args, "revision", None),
+                                            trust_remote_code=bool(getattr(args, "trust_remote_code", False)))
+    except Exception:  # noqa: BLE001 - loading the model reports what is wrong with it
+        return
+    check_context(config, seq_len, f"--model {args.model!r}", flag)
+
+
+def check_against_model(loaded: Any, inputs: list, args: argparse.Namespace) -> None:
+    """Every artefact input against the loaded model (fingerprints; errors for another shape, warnings else)."""
+    from langneurons.sets.compatibility import check_model
+
+    check_model(inputs, loaded.model, f"--model {args.model!r}")

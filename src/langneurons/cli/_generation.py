@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 from langneurons.cli._common import add_placement_options
 
@@ -10,13 +13,13 @@ from langneurons.cli._common import add_placement_options
 def add_generation_options(parser: argparse.ArgumentParser) -> None:
     """Decoding options; the defaults are the LAPE paper's (greedy, repetition penalty 1.1)."""
     group = parser.add_argument_group("generation (defaults: the LAPE paper's)")
-    group.add_argument("--max-new-tokens", type=int, default=256, help="tokens generated at most (default 256)")
+    group.add_argument("--max-new-tokens", type=int, default=256, help="tokens generated at most")
     group.add_argument("--batch-size", type=int, default=8, help="prompts generated together, left-padded")
     group.add_argument("--sample", action="store_true", help="sample instead of greedy search")
     group.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (with --sample)")
     group.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (with --sample)")
     group.add_argument("--seed", type=int, default=0, help="seed of the sampling (batch b uses seed + b)")
-    group.add_argument("--repetition-penalty", type=float, default=1.1, help="default 1.1 as in the paper")
+    group.add_argument("--repetition-penalty", type=float, default=1.1, help="repetition penalty (the paper's)")
     group.add_argument("--template", default="Q: {question}\nA:", help="prompt template with {question}")
     group.add_argument("--no-stop", action="store_true", help="do not stop at \\nQ: / \\nA:")
     group.add_argument("--langid", default=None,
@@ -64,8 +67,9 @@ def judge_from_args(args: argparse.Namespace):
 def check_site(args: argparse.Namespace, neurons) -> None:
     from langneurons.errors import LangNeuronsError
 
-    if args.site != "ffn.act" and args.site != neurons.site:
-        raise LangNeuronsError(f"--site {args.site} differs from the neuron set's site {neurons.site}")
+    if args.site != "ffn.act" and args.site not in neurons.sites:
+        raise LangNeuronsError(f"--site {args.site} differs from the site of --neurons {args.neurons!r} "
+                               f"({', '.join(neurons.sites)})")
 
 
 def check_prompt_source(args: argparse.Namespace) -> None:
@@ -76,3 +80,60 @@ def check_prompt_source(args: argparse.Namespace) -> None:
         raise LangNeuronsError("give either --prompts DIR or --unconditional N")
     if args.unconditional is not None and args.unconditional < 1:
         raise LangNeuronsError(f"--unconditional must be at least 1, got {args.unconditional}")
+
+
+def load_inputs(args: argparse.Namespace) -> tuple[Any, Any]:
+    """``--neurons`` and ``--stats`` (either may be absent), checked against each other before the model loads:
+    the same site, made on models of the same shape (a warning for other weights); empty languages named."""
+    from langneurons.cli._common import load_neuron_set
+    from langneurons.sets.compatibility import check_inputs
+
+    neurons = load_neuron_set(args.neurons)
+    if neurons is not None:
+        check_site(args, neurons)
+    stats = None
+    if args.stats is not None:
+        from langneurons.stats import load_stats
+
+        stats = load_stats(args.stats)
+    check_inputs(artefact_inputs(args, neurons, stats), same_site=[("--neurons", "--stats")])
+    return neurons, stats
+
+
+def artefact_inputs(args: argparse.Namespace, neurons: Any, stats: Any) -> list:
+    from langneurons.sets.compatibility import neurons_input, stats_input
+
+    found = []
+    if neurons is not None:
+        found.append(neurons_input("--neurons", args.neurons, neurons))
+    if stats is not None:
+        found.append(stats_input("--stats", args.stats, stats))
+    return found
+
+
+def check_loaded(args: argparse.Namespace, loaded: Any, neurons: Any, stats: Any) -> None:
+    """Right after the model loads, before anything is generated: the inputs' fingerprints against the model and
+    the neuron set's grid against the model's sites (another shape is an error here, not after a condition)."""
+    from langneurons.cli._common import check_against_model
+    from langneurons.model.sites import locate_site
+
+    check_against_model(loaded, artefact_inputs(args, neurons, stats), args)
+    if neurons is not None:
+        for site in neurons.sites:
+            located = locate_site(loaded.model, site)
+            neurons.check_shape(located.num_layers, located.width, what=f"--model {args.model!r}", site=site)
+
+
+@contextmanager
+def naming_inputs(args: argparse.Namespace) -> Iterator[None]:
+    """Errors raised inside (a language missing from the neuron set or the statistics) name the files involved."""
+    from langneurons.errors import LangNeuronsError
+
+    try:
+        yield
+    except LangNeuronsError as exc:
+        given = [f"{flag} {path!r}" for flag, path in (("--neurons", args.neurons), ("--stats", args.stats),
+                                                       ("--prompts", getattr(args, "prompts", None))) if path]
+        if given and not any(str(path) in str(exc) for path in (args.neurons, args.stats) if path):
+            raise LangNeuronsError(f"{exc} ({', '.join(given)})") from None
+        raise

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from langneurons.cli._common import add_force_option, add_placement_options, prepare_outputs
+from langneurons.cli._common import add_force_option, add_list_option, add_placement_options, prepare_outputs
 
 
 def _add_model(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +23,7 @@ def _add_model(parser: argparse.ArgumentParser) -> None:
 def _add_parallel(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--corpus", required=True,
                         help="parallel corpus: directory of line-aligned {lang}.txt files (line i = same sentence)")
-    parser.add_argument("--langs", default=None, help="comma-separated languages (default: every {lang}.txt)")
+    add_list_option(parser, "--langs", "languages, e.g. --langs en zh (default: every {lang}.txt)", metavar="LANG")
     parser.add_argument("--max-samples", type=int, default=None, help="use at most this many aligned sentences")
     parser.add_argument("--max-length", type=int, default=512, help="truncate each sentence to this many tokens")
     parser.add_argument("--batch-size", type=int, default=16, help="sentences per forward pass")
@@ -37,7 +37,7 @@ def add_parser(subparsers) -> None:
                     "into --out.",
     )
     commands = parser.add_subparsers(dest="analysis", metavar="ANALYSIS")
-    parser.set_defaults(func=lambda args: (parser.print_help(), 1)[1])
+    parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
     layers = commands.add_parser("layers", help="neurons per layer and language (Figure 5, Tables 3, 6, 8-10)",
                                  description="Writes layers.csv (rows languages + sum + distinct, columns layers "
@@ -64,16 +64,16 @@ def add_parser(subparsers) -> None:
     _add_model(sweep)
     sweep.add_argument("--stats", required=True, help="statistics directory written by `langneurons record`")
     sweep.add_argument("--language", required=True, help="the language whose neurons are deactivated (paper: fr)")
-    sweep.add_argument("--ratios", default=None,
-                       help="comma-separated selection ratios (default: 0,0.01,...,0.1, the paper's 0 to 10%%)")
-    sweep.add_argument("--method", default="lape", help="identification method (default lape)")
+    add_list_option(sweep, "--ratios", "selection ratios, e.g. --ratios 0 0.01 0.05 (default: 0, 0.01, ..., 0.1, "
+                    "the paper's 0 to 10%%)", item_type=float, metavar="R")
+    sweep.add_argument("--method", default="lape", help="identification method")
     sweep.add_argument("--filter-rate", type=float, default=None, help="LAPE/LAVE filter percentile (paper: 0.95)")
     sweep.add_argument("--activation-bar-ratio", type=float, default=None,
                        help="LAPE/LAVE assignment percentile (paper: 0.95)")
-    sweep.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                       help="any other method parameter (JSON value), repeatable")
+    add_list_option(sweep, "--param", "any other method parameter (JSON value), e.g. --param seed=1",
+                    default=[], metavar="NAME=VALUE", split_commas=False)
     sweep.add_argument("--corpus", required=True, help="validation directory of {lang}.txt or {lang}.jsonl files")
-    sweep.add_argument("--langs", default=None, help="evaluated languages, comma-separated (default: every file)")
+    add_list_option(sweep, "--langs", "evaluated languages, e.g. --langs en zh (default: every file)", metavar="LANG")
     sweep.add_argument("--seq-len", type=int, default=None, help="window length (default: model context, <= 4096)")
     sweep.add_argument("--max-tokens", type=int, default=None, help="cap on tokens per language")
     sweep.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
@@ -104,12 +104,14 @@ def add_parser(subparsers) -> None:
     dominance.set_defaults(func=run_dominance)
 
 
-def parse_ratios(value: str | None) -> list[float]:
+def parse_ratios(value: str | list[float] | None) -> list[float]:
     from langneurons.analysis.sweep import DEFAULT_RATIOS, check_ratios
     from langneurons.errors import LangNeuronsError
 
     if value is None:
         return list(DEFAULT_RATIOS)
+    if not isinstance(value, str):
+        return check_ratios([float(v) for v in value])
     try:
         ratios = [float(part) for part in value.split(",") if part.strip()]
     except ValueError:
@@ -128,10 +130,10 @@ def parse_params(args: argparse.Namespace) -> dict:
 
 def run_layers(args: argparse.Namespace) -> int:
     from langneurons.analysis.layers import layer_distribution
-    from langneurons.sets.neuronset import load_neurons
+    from langneurons.cli._common import load_neuron_set
 
     prepare_outputs(args, {"--out": args.out}, {"--neurons": args.neurons})
-    result = layer_distribution(load_neurons(args.neurons))
+    result = layer_distribution(load_neuron_set(args.neurons))
     result.save(args.out)
     totals = ", ".join(f"{lang} {n}" for lang, n in result.totals.items())
     print(f"neurons per language: {totals}; distinct {int(result.distinct.sum())}")
@@ -141,10 +143,10 @@ def run_layers(args: argparse.Namespace) -> int:
 
 def run_overlap(args: argparse.Namespace) -> int:
     from langneurons.analysis.overlap import neuron_overlap
-    from langneurons.sets.neuronset import load_neurons
+    from langneurons.cli._common import load_neuron_set
 
     prepare_outputs(args, {"--out": args.out}, {"--neurons": args.neurons})
-    result = neuron_overlap(load_neurons(args.neurons))
+    result = neuron_overlap(load_neuron_set(args.neurons))
     result.save(args.out)
     langs = result.languages
     lines = ["shared share".ljust(12) + "".join(f"{lang:>8}" for lang in langs)]
@@ -157,9 +159,10 @@ def run_overlap(args: argparse.Namespace) -> int:
 
 def run_sweep(args: argparse.Namespace) -> int:
     from langneurons.analysis.sweep import selection_sweep
-    from langneurons.cli._common import load_model_from_args, parse_langs
+    from langneurons.cli._common import check_against_model, check_seq_len_early, load_model_from_args, parse_langs
     from langneurons.errors import LangNeuronsError
     from langneurons.methods import get_method, method_class
+    from langneurons.sets.compatibility import stats_input
     from langneurons.stats import load_stats
 
     prepare_outputs(args, {"--out": args.out}, {"--model": args.model, "--stats": args.stats, "--corpus": args.corpus})
@@ -174,8 +177,11 @@ def run_sweep(args: argparse.Namespace) -> int:
     get_method(args.method, top_rate=ratios[0], **params)  # fail fast before loading anything big
     stats = load_stats(args.stats)
     if args.language not in stats.languages:
-        raise LangNeuronsError(f"statistics have no language {args.language!r} (have {', '.join(stats.languages)})")
+        raise LangNeuronsError(f"--stats {args.stats!r} has no language {args.language!r} "
+                               f"(it has {', '.join(stats.languages)})")
+    check_seq_len_early(args)
     loaded = load_model_from_args(args)
+    check_against_model(loaded, [stats_input("--stats", args.stats, stats)], args)
     result = selection_sweep(loaded, args.corpus, stats, args.language, ratios, method=args.method,
                              method_params=params, langs=parse_langs(args.langs), max_tokens=args.max_tokens,
                              seq_len=args.seq_len, batch_size=args.batch_size, progress=not args.no_progress)
@@ -204,18 +210,24 @@ def _embeddings(args: argparse.Namespace, neurons=None):
     loaded = load_model_from_args(args)
     num_layers = locate_site(loaded.model, "layer.out").num_layers
     if neurons is not None and neurons.num_layers != num_layers:
-        raise LangNeuronsError(f"neuron set has {neurons.num_layers} layers but model {args.model!r} has {num_layers}")
+        raise LangNeuronsError(f"--neurons {args.neurons!r} has {neurons.num_layers} layers but --model "
+                               f"{args.model!r} has {num_layers}")
+    if neurons is not None:
+        from langneurons.cli._common import check_against_model
+        from langneurons.sets.compatibility import neurons_input
+
+        check_against_model(loaded, [neurons_input("--neurons", args.neurons, neurons)], args)
     return sentence_embeddings(loaded, args.corpus, langs=langs, max_samples=args.max_samples,
                                max_length=args.max_length, batch_size=args.batch_size, progress=not args.no_progress)
 
 
 def run_ses(args: argparse.Namespace) -> int:
     from langneurons.analysis.embeddings import sentence_similarity
-    from langneurons.sets.neuronset import load_neurons
+    from langneurons.cli._common import load_neuron_set
 
     prepare_outputs(args, {"--out": args.out}, {"--model": args.model, "--corpus": args.corpus,
                                                 "--neurons": args.neurons})
-    neurons = load_neurons(args.neurons) if args.neurons else None
+    neurons = load_neuron_set(args.neurons)
     result = sentence_similarity(_embeddings(args, neurons), neurons=neurons)
     result.save(args.out)
     mean = result.mean

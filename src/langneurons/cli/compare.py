@@ -6,7 +6,7 @@ import argparse
 
 
 def add_parser(subparsers) -> None:
-    from langneurons.cli._common import add_force_option
+    from langneurons.cli._common import add_force_option, add_list_option
 
     parser = subparsers.add_parser(
         "compare", help="compare neuron sets of several methods (Jaccard, sizes, layer distributions)",
@@ -15,8 +15,8 @@ def add_parser(subparsers) -> None:
                     "jaccard.png, layers.png and meta.json into --out.",
     )
     parser.add_argument("neurons", nargs="+", help="neuron-set directories written by `langneurons identify`")
-    parser.add_argument("--names", default=None,
-                        help="comma-separated labels, one per set (default: directory names without .neurons)")
+    add_list_option(parser, "--names", "labels, one per set, e.g. --names lape lap (default: directory names "
+                    "without .neurons); give it after the sets", metavar="NAME")
     parser.add_argument("--out", required=True, help="output directory")
     add_force_option(parser)
     parser.set_defaults(func=run)
@@ -26,16 +26,16 @@ def run(args: argparse.Namespace) -> int:
     from langneurons.analysis.compare import compare_neuron_sets, default_names
     from langneurons.errors import LangNeuronsError
     from langneurons.cli._common import prepare_outputs
-    from langneurons.sets.neuronset import load_neurons
+    from langneurons.cli._common import load_neuron_set
 
     prepare_outputs(args, {"--out": args.out}, {"NEURONS": args.neurons})
     if args.names is not None:
-        names = [part.strip() for part in args.names.split(",")]
+        names = list(args.names) if not isinstance(args.names, str) else [p.strip() for p in args.names.split(",")]
         if len(names) != len(args.neurons) or not all(names) or len(set(names)) != len(names):
             raise LangNeuronsError(f"--names needs {len(args.neurons)} distinct non-empty labels, got {args.names!r}")
     else:
         names = default_names(args.neurons)
-    sets = {name: load_neurons(path) for name, path in zip(names, args.neurons)}
+    sets = {name: load_neuron_set(path, "NEURONS") for name, path in zip(names, args.neurons)}
     result = compare_neuron_sets(sets)
     result.save(args.out)
     width = max(len(lang) for lang in [*result.languages, "all"]) + 2

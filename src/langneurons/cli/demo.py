@@ -12,11 +12,11 @@ def add_parser(subparsers) -> None:
         "demo", help="run record -> identify -> perplexity matrix -> report on the bundled toy model",
         description="The whole LAPE story on the bundled multilingual toy model and demo corpus (CPU, about a minute).",
     )
-    parser.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
+    parser.add_argument("--out", default="runs/demo", help="output directory")
     parser.add_argument("--model", default=None, help="another model directory or hub id instead of the bundled one")
     parser.add_argument("--corpus", default=None, help="recording corpus (default: the bundled demo corpus, train part)")
     parser.add_argument("--valid", default=None, help="evaluation corpus (default: the bundled demo corpus, valid part)")
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--device", default="cpu", help="torch device")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_force_option(parser, "also write into an --out that holds other files (the demo's stats, lape.neurons, "
                              "ppl, layers and report.html there are replaced, the rest kept); a previous demo run "

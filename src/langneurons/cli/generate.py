@@ -10,7 +10,7 @@ import argparse
 
 
 def add_parser(subparsers) -> None:
-    from langneurons.cli._common import add_force_option, add_model_options
+    from langneurons.cli._common import add_force_option, add_list_option, add_model_options
     from langneurons.cli._generation import add_generation_options
 
     parser = subparsers.add_parser(
@@ -21,14 +21,15 @@ def add_parser(subparsers) -> None:
     )
     add_model_options(parser)
     parser.add_argument("--prompts", default=None, help="directory of {lang}.txt prompt files, one question per line")
-    parser.add_argument("--langs", default=None, help="comma-separated prompt languages (default: every file)")
+    add_list_option(parser, "--langs", "prompt languages, e.g. --langs en zh (default: every file)", metavar="LANG")
     parser.add_argument("--neurons", default=None, help="neuron set written by `langneurons identify`")
     parser.add_argument("--stats", default=None, help="statistics written by `langneurons record` (for --activate)")
-    parser.add_argument("--deactivate", nargs="+", action="extend", default=[], metavar="LANG",
-                        help="set these languages' neurons to 0")
-    parser.add_argument("--activate", nargs="+", action="extend", default=[], metavar="LANG",
-                        help="set these languages' neurons to strength x their mean activation")
-    parser.add_argument("--strength", type=float, default=1.0, help="factor on the mean activation (default 1)")
+    add_list_option(parser, "--deactivate", "set these languages' neurons to 0, e.g. --deactivate es fr",
+                    default=[], metavar="LANG")
+    add_list_option(parser, "--activate", "set these languages' neurons to strength x their mean activation",
+                    default=[], metavar="LANG")
+    add_list_option(parser, "--strength", "factor on the mean activation (the paper's: 1); several values give "
+                    "one activated condition each, as in steer", item_type=float, default=[1.0], metavar="S")
     parser.add_argument("--also-normal", action="store_true", help="also generate without intervention")
     parser.add_argument("--out", required=True, help="output directory")
     add_generation_options(parser)
@@ -39,9 +40,11 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from langneurons.cli._common import check_placement, load_model_from_args, parse_langs, prepare_outputs
     from langneurons.cli._generation import (
+        check_loaded,
         check_prompt_source,
-        check_site,
         judge_from_args,
+        load_inputs,
+        naming_inputs,
         settings_from_args,
     )
     from langneurons.errors import LangNeuronsError
@@ -62,33 +65,30 @@ def run(args: argparse.Namespace) -> int:
     prompts = None
     if args.prompts is not None:
         prompts = read_prompts(args.prompts, parse_langs(args.langs), args.limit, args.prompt_chars)
-    condition = Condition(deactivate=list(dict.fromkeys(args.deactivate)), activate=list(dict.fromkeys(args.activate)),
-                          strength=args.strength)
-    neurons = stats = None
+    strengths = list(dict.fromkeys(args.strength if isinstance(args.strength, list) else [args.strength]))
+    if len(strengths) > 1 and not args.activate:
+        raise LangNeuronsError("several --strength values need --activate (one activated condition per strength)")
+    deactivate, activate = list(dict.fromkeys(args.deactivate)), list(dict.fromkeys(args.activate))
+    edited = [Condition(deactivate=deactivate, activate=activate, strength=value) for value in strengths]
+    condition = edited[0]
     if not condition.is_normal and args.neurons is None:
         raise LangNeuronsError("--deactivate / --activate need --neurons")
-    if args.neurons is not None:
-        from langneurons.sets.neuronset import load_neurons
-
-        neurons = load_neurons(args.neurons)
-        check_site(args, neurons)
     if condition.activate and args.stats is None:
         raise LangNeuronsError("--activate needs --stats (the mean activations come from the recorded statistics)")
-    if args.stats is not None:
-        from langneurons.stats import load_stats
+    neurons, stats = load_inputs(args)
+    conditions = ([Condition()] if args.also_normal and not condition.is_normal else []) + edited
+    with naming_inputs(args):
+        for item in conditions:
+            item.edits(neurons, stats)  # unknown languages fail here, before the model loads
+        if condition.activate:
+            from langneurons.interventions.neurons import plan_edits
 
-        stats = load_stats(args.stats)
-    conditions = ([Condition()] if args.also_normal and not condition.is_normal else []) + [condition]
-    for item in conditions:
-        item.edits(neurons, stats)  # unknown languages fail here, before the model loads
-    if condition.activate:
-        from langneurons.interventions.neurons import plan_edits
-
-        plan_edits(condition.edits(neurons, stats), neurons.num_layers)  # statistics match the neuron set
+            plan_edits(condition.edits(neurons, stats), neurons.num_layers)  # statistics match the neuron set
     identifier = get_identifier(args.langid)
     judge = judge_from_args(args)
 
     loaded = load_model_from_args(args)
+    check_loaded(args, loaded, neurons, stats)
     if prompts is not None:
         groups = [PromptGroup(lang, lang, questions=questions) for lang, questions in prompts.items()]
         prompt_meta = {"path": str(args.prompts), "questions": {lang: len(q) for lang, q in prompts.items()}}

@@ -11,7 +11,7 @@ import argparse
 
 
 def add_parser(subparsers) -> None:
-    from langneurons.cli._common import add_force_option
+    from langneurons.cli._common import add_force_option, add_list_option
 
     parser = subparsers.add_parser(
         "identify", help="select language-specific neurons (lape, lave, lap, random) or parameters (pv)",
@@ -21,8 +21,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--stats", default=None, help="statistics directory written by `langneurons record`")
     parser.add_argument("--method", default="lape", help="lape, lave, lap, random, or pv (parameter variation)")
     parser.add_argument("--base", default=None, help="pv: the base model (path or hub id)")
-    parser.add_argument("--finetuned", action="append", default=[], metavar="LANG=PATH",
-                        help="pv: one model fine-tuned on each language, repeatable")
+    add_list_option(parser, "--finetuned", "pv: one model fine-tuned on each language, e.g. --finetuned en=A zh=B",
+                    default=[], metavar="LANG=PATH", split_commas=False)
     parser.add_argument("--out", required=True, help="output neuron-set directory (e.g. runs/x/lape.neurons)")
     parser.add_argument("--top-rate", type=float, default=None, help="share of all neurons selected (paper: 0.01)")
     parser.add_argument("--filter-rate", type=float, default=None, help="LAPE/LAVE filter percentile (paper: 0.95)")
@@ -30,9 +30,10 @@ def add_parser(subparsers) -> None:
                         help="LAPE/LAVE assignment percentile (paper: 0.95)")
     parser.add_argument("--activation-threshold", type=float, default=None, help="LAP probability threshold (0.95)")
     parser.add_argument("--seed", type=int, default=None, help="random: seed")
-    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                        help="any other method parameter (JSON value), repeatable")
-    parser.add_argument("--langs", default=None, help="restrict to these languages (comma-separated)")
+    add_list_option(parser, "--param", "any other method parameter (JSON value), e.g. --param seed=1 top_rate=0.02",
+                    default=[], metavar="NAME=VALUE", split_commas=False)
+    add_list_option(parser, "--langs", "restrict to these languages, e.g. --langs en zh (default: every one)",
+                    metavar="LANG")
     add_force_option(parser)
     parser.set_defaults(func=run)
 
@@ -63,8 +64,14 @@ def _load_stats(args: argparse.Namespace):
     from langneurons.cli._common import parse_langs
     from langneurons.stats import load_stats
 
+    from langneurons.errors import LangNeuronsError
+
     stats = load_stats(args.stats)
     langs = parse_langs(args.langs)
+    missing = [lang for lang in langs or [] if lang not in stats.languages]
+    if missing:
+        raise LangNeuronsError(f"--stats {args.stats!r} has no language(s) {', '.join(missing)} "
+                               f"(it has {', '.join(stats.languages)})")
     return stats.select_languages(langs) if langs else stats
 
 
@@ -98,7 +105,11 @@ DATA_LOADERS = {
 def run(args: argparse.Namespace) -> int:
     from langneurons.cli._common import prepare_outputs
     from langneurons.errors import LangNeuronsError
+    import warnings
+
+    from langneurons.errors import LangNeuronsWarning
     from langneurons.methods import get_method, method_class
+    from langneurons.methods.base import degenerate_message
 
     cls = method_class(args.method)
     if cls.consumes not in DATA_LOADERS:
@@ -108,9 +119,13 @@ def run(args: argparse.Namespace) -> int:
     check(args)
     method = get_method(args.method, **method_params(args))  # validates before any loading
     prepare_outputs(args, {"--out": args.out}, inputs(args))
-    result = method.fit(load(args)).select()
+    data = load(args)
+    result = method.fit(data).select()
+    unit = "neurons" if cls.returns == "neuron_set" else "parameters"
+    message = degenerate_message(result, method, data, unit)
+    if message:
+        warnings.warn(message, LangNeuronsWarning, stacklevel=1)
     result.save(args.out)
     sizes = ", ".join(f"{lang} {n}" for lang, n in result.sizes().items())
-    unit = "neurons" if cls.returns == "neuron_set" else "parameters"
     print(f"wrote {args.out}: {args.method} {unit} per language: {sizes}")
     return 0

@@ -6,7 +6,8 @@ which registers the subcommand and sets ``func`` (called with the parsed namespa
 
 Every command that writes has ``--force`` (:func:`langneurons.cli._common.add_force_option`) and calls
 :func:`langneurons.cli._common.prepare_outputs` with its outputs and inputs before any work. Exit codes: 0 done,
-2 user error (one line on stderr), 130 interrupted.
+2 user error (one line on stderr), 130 interrupted (:data:`langneurons.cli._common.EXIT_CODES`, shown in the
+``--help`` epilog). Parsers are :class:`langneurons.cli._common.Parser` (defaults in every help text).
 """
 
 from __future__ import annotations
@@ -40,9 +41,14 @@ COMMAND_MODULES = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from langneurons.cli._common import EXIT_EPILOG, Parser
+
+    parser = Parser(
         prog="langneurons",
-        description="Find, measure and steer language-specific neurons of causal language models.",
+        description="Find, measure and steer language-specific neurons of causal language models. Lists are "
+                    "space- or comma-separated (--langs en zh, --langs en,zh); every command that writes has "
+                    "--force and checks its outputs before any work.",
+        epilog=EXIT_EPILOG,
     )
     parser.add_argument("--version", action="version", version=f"langneurons {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -71,10 +77,15 @@ def _one_line_warnings(command: str, fallback):
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except LangNeuronsError as exc:  # a list option's value (the only check made while parsing)
+        words = [word for word in (sys.argv[1:] if argv is None else argv) if not word.startswith("-")]
+        print(f"langneurons {words[0] if words else ''}: error: {exc}".replace("  ", " "), file=sys.stderr)
+        return 2
     if not getattr(args, "func", None):
         parser.print_help()
-        return 1
+        return 2
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _one_line_warnings(args.command, warnings.showwarning)

@@ -6,7 +6,7 @@ import argparse
 
 
 def add_parser(subparsers) -> None:
-    from langneurons.cli._common import add_force_option
+    from langneurons.cli._common import add_force_option, add_list_option
 
     parser = subparsers.add_parser("masks", help="convert neuron sets to / from the reference *.neuron.pth format")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -17,7 +17,8 @@ def add_parser(subparsers) -> None:
     export.set_defaults(func=run_export)
     imp = actions.add_parser("import", help="reference mask file -> neuron set")
     imp.add_argument("masks", help="reference mask file (torch.save of List[lang][layer] -> LongTensor)")
-    imp.add_argument("--langs", required=True, help="languages of the masks, in order (comma-separated)")
+    add_list_option(imp, "--langs", "languages of the masks, in order, e.g. --langs en zh", required=True,
+                    metavar="LANG")
     imp.add_argument("--width", required=True, type=int, help="neurons per layer (the model's FFN width)")
     imp.add_argument("--site", default="ffn.act", help="neuron site the ids refer to")
     imp.add_argument("--out", required=True, help="neuron-set directory to write")

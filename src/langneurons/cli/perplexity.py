@@ -34,22 +34,25 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from langneurons.sets.neuronset import load_neurons
+    from langneurons.cli._common import check_against_model, check_seq_len_early, load_model_from_args, load_neuron_set
+    from langneurons.errors import LangNeuronsError
     from langneurons.evaluation.perplexity import perplexity_matrix
+    from langneurons.sets.compatibility import neurons_input
 
     check_placement(args)
     prepare_outputs(args, {"--out": args.out}, {"--model": args.model, "--corpus": args.corpus,
                                                 "--neurons": args.neurons})
-    neurons = load_neurons(args.neurons)  # fail fast before loading the model
-    if args.site != "ffn.act" and args.site != neurons.site:
-        from langneurons.errors import LangNeuronsError
-
-        raise LangNeuronsError(f"--site {args.site} differs from the neuron set's site {neurons.site}")
+    neurons = load_neuron_set(args.neurons)  # fail fast before loading the model
+    if args.site != "ffn.act" and args.site not in neurons.sites:
+        raise LangNeuronsError(f"--site {args.site} differs from the site of --neurons {args.neurons!r} "
+                               f"({', '.join(neurons.sites)})")
+    check_seq_len_early(args)
+    loaded = load_model_from_args(args)
+    check_against_model(loaded, [neurons_input("--neurons", args.neurons, neurons)], args)
     matrix = perplexity_matrix(
-        args.model, args.corpus, neurons, langs=parse_langs(args.langs), max_tokens=args.max_tokens,
-        seq_len=args.seq_len, batch_size=args.batch_size, device=args.device, dtype=args.dtype,
-        random_seed=args.seed, include_random=not args.no_random, progress=not args.no_progress,
-        device_map=args.device_map, offload_folder=args.offload_folder,
+        loaded, args.corpus, neurons, langs=parse_langs(args.langs), max_tokens=args.max_tokens,
+        seq_len=args.seq_len, batch_size=args.batch_size, random_seed=args.seed, include_random=not args.no_random,
+        progress=not args.no_progress,
     )
     matrix.save(args.out)
     print(format_matrix(matrix))

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from langneurons.cli._common import add_corpus_options, add_force_option, parse_langs, prepare_outputs
+from langneurons.cli._common import (add_corpus_options, add_force_option, add_list_option, parse_langs,
+                                     prepare_outputs)
 from langneurons.errors import LangNeuronsError
 
 
@@ -24,8 +25,8 @@ def add_parser(subparsers) -> None:
     ident = actions.add_parser("identify", help="select language-specific parameters",
                                description="Writes a parameter set (tensors.safetensors + meta.json).")
     ident.add_argument("--base", required=True, help="base model (directory or hub id)")
-    ident.add_argument("--finetuned", action="append", default=[], metavar="LANG=PATH", required=True,
-                       help="model fine-tuned on one language; repeat for every language (at least 2)")
+    add_list_option(ident, "--finetuned", "models fine-tuned on one language each, at least 2: --finetuned en=A "
+                    "zh=B (or the flag repeated)", default=[], metavar="LANG=PATH", required=True, split_commas=False)
     ident.add_argument("--out", required=True, help="output directory of the parameter set")
     ident.add_argument("--top-rate", type=float, default=0.01, help="share of all considered entries selected")
     ident.add_argument("--filter-rate", type=float, default=0.95,
@@ -54,7 +55,7 @@ def add_parser(subparsers) -> None:
     add_force_option(ppl)
     ppl.set_defaults(func=run_perplexity)
 
-    parser.set_defaults(func=lambda args: parser.print_help() or 1)
+    parser.set_defaults(func=lambda args: parser.print_help() or 2)
 
 
 def parse_finetuned(items: list[str]) -> dict[str, str]:
@@ -94,13 +95,22 @@ def run_perplexity(args: argparse.Namespace) -> int:
     from langneurons.methods.parameter_variation import parameter_perplexity_matrix
     from langneurons.sets.parameterset import load_parameters
 
+    from langneurons.cli._common import check_seq_len_early, warn_empty_languages
+    from langneurons.model.loading import load_model
+    from langneurons.sets.compatibility import Input, check_model
+
     prepare_outputs(args, {"--out": args.out}, {"--model": args.model, "--corpus": args.corpus,
                                                 "--parameters": args.parameters})
     parameters = load_parameters(args.parameters)  # fail fast before loading the model
+    warn_empty_languages(parameters, f"--parameters {args.parameters!r}", "parameters")
+    check_seq_len_early(args)
+    loaded = load_model(args.model, device=args.device, dtype=args.dtype)
+    check_model([Input("--parameters", args.parameters, {"source": parameters.source})], loaded.model,
+                f"--model {args.model!r}")
     matrix = parameter_perplexity_matrix(
-        args.model, args.corpus, parameters, langs=parse_langs(args.langs), max_tokens=args.max_tokens,
-        seq_len=args.seq_len, batch_size=args.batch_size, device=args.device, dtype=args.dtype,
-        random_seed=args.seed, include_random=not args.no_random, progress=not args.no_progress,
+        loaded, args.corpus, parameters, langs=parse_langs(args.langs), max_tokens=args.max_tokens,
+        seq_len=args.seq_len, batch_size=args.batch_size, random_seed=args.seed, include_random=not args.no_random,
+        progress=not args.no_progress,
     )
     matrix.save(args.out)
     print(format_matrix(matrix))

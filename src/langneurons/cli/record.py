@@ -14,6 +14,7 @@ from langneurons.cli._common import (
     add_model_options,
     add_placement_options,
     check_placement,
+    check_seq_len_early,
     parse_langs,
     prepare_outputs,
 )
@@ -77,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     if checkpoint_dir is not None:
         outputs.append(Target("--checkpoint-dir", checkpoint_dir, role="workdir"))
     prepare_outputs(args, outputs, {"--model": args.model, "--corpus": args.corpus})  # fail now, not after hours
+    check_seq_len_early(args)
     context, device = distributed.setup(args.device)
     try:
         stats = record(

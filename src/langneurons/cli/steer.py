@@ -12,7 +12,7 @@ import argparse
 
 
 def add_parser(subparsers) -> None:
-    from langneurons.cli._common import add_force_option, add_model_options
+    from langneurons.cli._common import add_force_option, add_list_option, add_model_options
     from langneurons.cli._generation import add_generation_options
 
     parser = subparsers.add_parser(
@@ -25,10 +25,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--neurons", required=True, help="neuron set written by `langneurons identify`")
     parser.add_argument("--stats", required=True, help="statistics written by `langneurons record`")
     parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--strength", type=float, nargs="+", default=[1.0],
-                        help="factor on the mean activation (default 1, the paper's); several values give one "
-                             "steered column each")
-    parser.add_argument("--langs", default=None, help="comma-separated languages to steer (default: every one)")
+    add_list_option(parser, "--strength", "factor on the mean activation (the paper's: 1); several values give one "
+                    "steered column each, e.g. --strength 1 5 10", item_type=float, default=[1.0], metavar="S")
+    add_list_option(parser, "--langs", "languages to steer, e.g. --langs en zh (default: every one)", metavar="LANG")
     parser.add_argument("--prompt-language", default=None, metavar="LANG",
                         help="steer every language on this language's prompts (cross-lingual, Table 5)")
     parser.add_argument("--deactivate-prompt-language", action="store_true",
@@ -41,16 +40,16 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from langneurons.cli._common import check_placement, load_model_from_args, parse_langs, prepare_outputs
     from langneurons.cli._generation import (
+        check_loaded,
         check_prompt_source,
-        check_site,
         judge_from_args,
+        load_inputs,
+        naming_inputs,
         settings_from_args,
     )
     from langneurons.errors import LangNeuronsError
     from langneurons.evaluation.generation import read_prompts
     from langneurons.evaluation.langid import get_identifier
-    from langneurons.sets.neuronset import load_neurons
-    from langneurons.stats import load_stats
     from langneurons.evaluation.steering import language_accuracy, steering_languages
 
     settings = settings_from_args(args)
@@ -69,26 +68,27 @@ def run(args: argparse.Namespace) -> int:
         elif langs:
             wanted = langs
         prompts = read_prompts(args.prompts, wanted, args.limit, args.prompt_chars)
-    neurons = load_neurons(args.neurons)
-    check_site(args, neurons)
-    stats = load_stats(args.stats)
+    neurons, stats = load_inputs(args)
     own = prompts is not None and not args.prompt_language
-    languages = steering_languages(neurons, stats, list(prompts) if own else None, langs)
-    if args.deactivate_prompt_language:
-        if not args.prompt_language:
-            raise LangNeuronsError("--deactivate-prompt-language needs --prompt-language")
-        neurons.layers(args.prompt_language)
+    if args.deactivate_prompt_language and not args.prompt_language:
+        raise LangNeuronsError("--deactivate-prompt-language needs --prompt-language")
     from langneurons.interventions.neurons import Activate, plan_edits
 
-    plan_edits([Activate(neurons, languages, stats, args.strength[0])], neurons.num_layers)  # stats match the set
+    with naming_inputs(args):
+        languages = steering_languages(neurons, stats, list(prompts) if own else None, langs)
+        if args.deactivate_prompt_language:
+            neurons.layers(args.prompt_language)
+        plan_edits([Activate(neurons, languages, stats, args.strength[0])], neurons.num_layers)  # stats match the set
     identifier = get_identifier(args.langid)
     judge = judge_from_args(args)
 
     loaded = load_model_from_args(args)
+    check_loaded(args, loaded, neurons, stats)
     result = language_accuracy(
         loaded, neurons, stats, prompts=prompts, unconditional=args.unconditional,
         prompt_language=args.prompt_language, deactivate_prompt_language=args.deactivate_prompt_language,
-        strength=args.strength[0] if len(args.strength) == 1 else args.strength, langs=languages,
+        strength=args.strength[0] if len(args.strength) == 1 else list(dict.fromkeys(args.strength)),
+        langs=languages,
         settings=settings, identifier=identifier, judge=judge,
         progress=not args.no_progress,
     )

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from langneurons.cli._common import add_model_options, add_placement_options, check_placement, parse_langs
+from langneurons.cli._common import (
+    add_force_option,
+    add_list_option,
+    add_model_options,
+    add_placement_options,
+    check_placement,
+    parse_langs,
+    prepare_outputs,
+)
 
 
 def add_parser(subparsers) -> None:
@@ -18,7 +26,7 @@ def add_parser(subparsers) -> None:
                         help="a .jsonl / .tsv task file, or a named task: cloze, mgsm, xquad, mpararel")
     parser.add_argument("--data", default=None,
                         help="data folder of the named tasks (default: $LANGNEURONS_DATA, else ../shared/data)")
-    parser.add_argument("--langs", default=None, help="comma-separated languages (default: every language of the task)")
+    add_list_option(parser, "--langs", "languages, e.g. --langs en zh (default: every language of the task)")
     parser.add_argument("--limit", type=int, default=None, help="at most this many items per language")
     parser.add_argument("--metric", default=None, choices=["choice", "first_token", "greedy", "numeric"],
                         help="how to score (default: the task's own; for a file: choice with options, else greedy)")
@@ -29,8 +37,8 @@ def add_parser(subparsers) -> None:
                         help="leading space before a continuation (default auto: by language; none for zh, ja, th...)")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="greedy / numeric: tokens to generate")
     parser.add_argument("--neurons", default=None, help="neuron set (without it: only the normal row)")
-    parser.add_argument("--deactivate", default=None,
-                        help="comma-separated languages whose neurons get a row (default: every language of the set)")
+    add_list_option(parser, "--deactivate", "languages whose neurons get a row, e.g. --deactivate en zh "
+                    "(default: every language of the set)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random row")
     parser.add_argument("--no-random", action="store_true", help="skip the random row")
     parser.add_argument("--batch-size", type=int, default=8, help="rows per forward pass")
@@ -39,6 +47,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--out", required=True, help="output directory")
     add_placement_options(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_force_option(parser)
     parser.set_defaults(func=run)
 
 
@@ -54,30 +63,35 @@ def task_settings(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from langneurons.cli._common import load_model_from_args
+    from langneurons.cli._common import check_against_model, load_model_from_args, load_neuron_set
     from langneurons.errors import LangNeuronsError
     from langneurons.evaluation.tasks import load_task, task_accuracy
-    from langneurons.sets.artefacts import check_writable
+    from langneurons.sets.compatibility import neurons_input
 
     check_placement(args)
-    check_writable(args.out)
+    from pathlib import Path
+
+    inputs = {"--model": args.model, "--neurons": args.neurons, "--data": args.data,
+              "--task": args.task if Path(args.task).exists() else None}  # a file, not a task name
+    prepare_outputs(args, {"--out": args.out}, {flag: path for flag, path in inputs.items() if path})
     task = load_task(args.task, data=args.data, langs=parse_langs(args.langs), limit=args.limit, metric=args.metric,
                      **task_settings(args))
     task.validate()
     neurons = None
     if args.neurons:
-        from langneurons.sets.neuronset import load_neurons
-
-        neurons = load_neurons(args.neurons)  # fail fast before loading the model
-        if args.site != "ffn.act" and args.site != neurons.site:
-            raise LangNeuronsError(f"--site {args.site} differs from the neuron set's site {neurons.site}")
+        neurons = load_neuron_set(args.neurons)  # fail fast before loading the model
+        if args.site != "ffn.act" and args.site not in neurons.sites:
+            raise LangNeuronsError(f"--site {args.site} differs from the site of --neurons {args.neurons!r} "
+                                   f"({', '.join(neurons.sites)})")
     elif args.deactivate:
         raise LangNeuronsError("--deactivate needs --neurons")
     loaded = load_model_from_args(args)
+    if neurons is not None:
+        check_against_model(loaded, [neurons_input("--neurons", args.neurons, neurons)], args)
     result = task_accuracy(loaded, task, neurons, deactivate_languages=parse_langs(args.deactivate),
                            include_random=not args.no_random, random_seed=args.seed, batch_size=args.batch_size,
                            chunk_size=args.chunk_size, progress=not args.no_progress)
-    result.save(args.out)
+    result.save(args.out, force=True)  # --out was checked (and --force honoured) above
     print(format_accuracy(result))
     print(f"wrote {args.out}/accuracy.csv, items.jsonl, meta.json")
     return 0

@@ -4,23 +4,22 @@ from __future__ import annotations
 
 import argparse
 
-from langneurons.cli._common import add_force_option, parse_langs
+from langneurons.cli._common import add_force_option, add_list_option, parse_langs
 
 
 def add_parser(subparsers) -> None:
     """Register ``toy`` and its nested ``train`` subcommand."""
     toy = subparsers.add_parser("toy", help="train small toy models (tokenizer + causal LM)")
     sub = toy.add_subparsers(dest="toy_command", metavar="SUBCOMMAND")
-    toy.set_defaults(func=lambda args: (toy.print_help(), 1)[1])
+    toy.set_defaults(func=lambda args: (toy.print_help(), 2)[1])
     p = sub.add_parser(
         "train",
         help="train a byte-level BPE tokenizer and a small causal LM on {lang}.txt files",
         description="Train a byte-level BPE tokenizer and a small causal LM (Llama, GPT-2 or BLOOM family) on "
         "CORPUS/{lang}.txt (one document per line), languages sampled evenly. Saves a from_pretrained folder.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--corpus", required=True, help="folder of {lang}.txt files, one document (verse) per line")
-    p.add_argument("--langs", default=None, help="comma-separated languages (default: every {lang}.txt)")
+    add_list_option(p, "--langs", "languages, e.g. --langs en zh (default: every {lang}.txt)", metavar="LANG")
     p.add_argument("--out", required=True, help="output folder (final model, checkpoints, logs)")
     p.add_argument("--arch", default="llama", choices=["llama", "gpt2", "bloom"], help="model family")
     p.add_argument("--hidden", type=int, default=256, help="hidden size")
@@ -40,7 +39,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CPUs with AVX512-BF16/AMX, GPUs)")
     p.add_argument("--max-minutes", type=float, default=None, help="wall-clock training budget; the cosine schedule ends with it")
     p.add_argument("--bos-rate", type=float, default=0.5, help="fraction of training windows starting with <s> (held-out windows have none unless 1)")
-    p.add_argument("--save-steps", default=None, help="comma-separated steps to save out/checkpoint-{step}/")
+    add_list_option(p, "--save-steps", "steps to save out/checkpoint-{step}/, e.g. --save-steps 500 1000",
+                    item_type=int, metavar="STEP")
     p.add_argument("--eval-every", type=int, default=None, help="held-out evaluation period (default: steps/10)")
     p.add_argument("--eval-tokens", type=int, default=16384, help="held-out tokens per language in periodic evals (the final eval uses all)")
     p.add_argument("--holdout", type=int, default=200, help="last N lines of each language held out")

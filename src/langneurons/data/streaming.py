@@ -17,7 +17,7 @@ from typing import Any, Iterable, Iterator
 
 import torch
 
-from langneurons.data.files import find_corpus_files
+from langneurons.data.files import decode, find_corpus_files, raw_lines, text_suffix
 from langneurons.errors import LangNeuronsError
 
 #: Documents tokenized per call (the tokenization of a document does not depend on its chunk).
@@ -26,21 +26,8 @@ TOKENIZE_CHUNK = 512
 
 def _lines(path: Path, hasher: Any = None) -> Iterator[str]:
     """Lines of a UTF-8 file as ``str.splitlines`` of the whole text gives them, read line by line."""
-    offset = 0
-    try:
-        with open(path, "rb") as handle:
-            for raw in handle:
-                if hasher is not None:
-                    hasher.update(raw)
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    raise LangNeuronsError(
-                        f"corpus file {str(path)!r} is not valid UTF-8 (byte {offset + exc.start})") from None
-                offset += len(raw)
-                yield from text.splitlines()
-    except OSError as exc:
-        raise LangNeuronsError(f"cannot read corpus file {str(path)!r}: {exc.strerror}") from None
+    for raw, offset in raw_lines(path, hasher=hasher):  # plain, .gz, .xz or .bz2 (langneurons.data.files)
+        yield from decode(raw, offset, path).splitlines()
 
 
 def iter_documents(path: str | Path, hasher: Any = None) -> Iterator[str]:
@@ -50,7 +37,7 @@ def iter_documents(path: str | Path, hasher: Any = None) -> Iterator[str]:
     only noticed by the caller (see :func:`scan_file`).
     """
     path = Path(path)
-    if path.suffix != ".jsonl":
+    if text_suffix(path) != ".jsonl":
         yield from (line for line in _lines(path, hasher) if line.strip())
         return
     for number, line in enumerate(_lines(path, hasher), 1):

@@ -144,14 +144,12 @@ def read_prompts(directory: str | Path, langs: Sequence[str] | None = None, limi
     if limit is not None and limit < 1:
         raise LangNeuronsError(f"--limit must be at least 1, got {limit}")
     from langneurons.data.corpus import find_corpus_files
+    from langneurons.data.files import read_text
 
     files = find_corpus_files(directory, list(langs) if langs else None, suffixes=(".txt",), kind="prompt")
     prompts: dict[str, list[str]] = {}
     for lang, path in files.items():
-        try:
-            lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-        except UnicodeDecodeError as exc:
-            raise LangNeuronsError(f"prompt file {str(path)!r} is not valid UTF-8 (byte {exc.start})") from None
+        lines = [line.strip() for line in read_text(path, "prompt file").splitlines()]
         lines = [line for line in lines if line]
         if not lines:
             raise LangNeuronsError(f"prompt file {str(path)!r} is empty")

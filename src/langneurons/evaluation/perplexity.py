@@ -17,7 +17,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from langneurons.sets.output import Figure, Output, Table, read_output_meta, read_table, register_kind
 from langneurons.data.corpus import PackedCorpus, default_seq_len, load_corpus
@@ -28,6 +27,8 @@ from langneurons.model.loading import LoadedModel, as_loaded
 from langneurons.methods.baselines import random_like
 from langneurons.sets.neuronset import NeuronSet
 from langneurons.model.sites import locate_site
+from langneurons.progress import Progress, corpus_factors, progress_bar
+from langneurons.sets.compatibility import check_context, model_provenance
 
 SCHEMA_VERSION = 1
 KIND = register_kind("perplexity_matrix", SCHEMA_VERSION, "rows conditions, columns evaluated languages")
@@ -36,7 +37,7 @@ _OWN_KEYS = ("conditions", "languages", "tokens")
 
 
 @torch.inference_mode()
-def corpus_nll(model: nn.Module, windows: torch.Tensor, batch_size: int = 8, bar: tqdm | None = None,
+def corpus_nll(model: nn.Module, windows: torch.Tensor, batch_size: int = 8, bar: Any = None,
                chunk_size: int | None = None) -> tuple[float, int]:
     """Summed NLL (nats) and number of predicted tokens over windows ``long[n, seq]``.
 
@@ -98,7 +99,7 @@ class PerplexityMatrix:
                 **{k: v for k, v in self.meta.items() if k not in _OWN_KEYS}}
         headline = summary(self) if "normal" in self.conditions else {}
         return Output(KIND, self.meta.get("title") or "Deactivation perplexity matrix", tables,
-                      [Figure("perplexity_change.png", "PPL change against normal", draw)], headline, meta)
+                      [Figure("perplexity_change.png", "Relative PPL change against normal (%)", draw)], headline, meta)
 
     def save(self, directory: str | Path, plot: bool = True, force: bool = False) -> Path:
         """Write ``perplexity.csv``, ``nll.csv``, ``meta.json`` and ``perplexity_change.png`` atomically."""
@@ -129,20 +130,23 @@ def evaluate_conditions(
     conditions: list[str],
     edit: Callable[[str, str, int], AbstractContextManager],
     batch_size: int = 8,
-    progress: bool = True,
+    progress: "bool | Progress" = True,
 ) -> tuple[torch.Tensor, dict[str, int]]:
     """Mean NLL ``float64[len(conditions), len(packed.languages)]`` and predicted tokens per language.
 
     Row ``normal`` runs the model as it is; every other row runs inside ``edit(condition, lang, column)``,
     a context manager that changes the forward pass reversibly (deactivated neurons, zeroed parameters).
+    One overall bar (conditions x languages x tokens, announced first: :mod:`langneurons.progress`).
     """
     nll = torch.zeros(len(conditions), len(packed.languages), dtype=torch.float64)
     tokens: dict[str, int] = {}
-    total = sum(int(w.numel()) for w in packed.windows.values()) * len(conditions)
-    with tqdm(total=total, unit="tok", unit_scale=True, disable=not progress, dynamic_ncols=True) as bar:
+    per_language = {lang: int(w.numel()) for lang, w in packed.windows.items()}
+    total = sum(per_language.values()) * len(conditions)
+    with progress_bar("perplexity", total, "tok", corpus_factors(len(conditions), "conditions", per_language),
+                      progress) as bar:
         for r, condition in enumerate(conditions):
             for c, lang in enumerate(packed.languages):
-                bar.set_description(f"ppl {condition}->{lang}")
+                bar.describe(f"{condition}->{lang}")
                 with nullcontext() if condition == "normal" else edit(condition, lang, c):
                     total_nll, count = corpus_nll(model, packed.windows[lang], batch_size, bar)
                 nll[r, c] = total_nll / count
@@ -184,6 +188,7 @@ def perplexity_matrix(
         packed = corpus
     else:
         length = seq_len or default_seq_len(loaded.model)
+        check_context(loaded.model, length, f"model {loaded.name!r}")
         packed = load_corpus(corpus, loaded.tokenizer, length, langs=langs, max_tokens=max_tokens)
     rows = deactivate_languages if deactivate_languages is not None else neurons.languages
     for lang in rows:
@@ -199,7 +204,7 @@ def perplexity_matrix(
     conditions = ["normal"] + (["random"] if include_random else []) + list(rows)
     nll, tokens = evaluate_conditions(loaded.model, packed, conditions, edit, batch_size, progress)
     meta = {
-        **loaded.provenance(),
+        **model_provenance(loaded),
         "site": neurons.sites[0] if len(neurons.sites) == 1 else neurons.sites,
         "neurons": {"method": neurons.method, "parameters": neurons.parameters, "sizes": neurons.sizes(),
                     "source": neurons.source},

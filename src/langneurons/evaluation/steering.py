@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
+from langneurons.progress import Progress, progress_bar
 from langneurons.sets.output import (
     Figure,
     Output,
@@ -83,9 +83,12 @@ class PromptGroup:
 
 def generate_records(loaded: LoadedModel, groups: Sequence[PromptGroup], conditions: Sequence[Condition],
                      settings: GenerationSettings, neurons: Any = None, stats: Any = None,
-                     identifier: LanguageIdentifier | None = None, judge: Any = None, progress: bool = True
-                     ) -> list[GenerationRecord]:
-    """Generate every group under every condition; detect each output's language (and judge it, if asked)."""
+                     identifier: LanguageIdentifier | None = None, judge: Any = None,
+                     progress: "bool | Progress" = True) -> list[GenerationRecord]:
+    """Generate every group under every condition; detect each output's language (and judge it, if asked).
+
+    One bar over prompts x conditions (announced first); given a running :class:`~langneurons.progress.Progress`
+    (a caller's overall bar), it counts on that one."""
     identifier = identifier or get_identifier()
     edits = {condition.name: condition.edits(neurons, stats) for condition in conditions}  # fail before generating
     total = sum(len(g.questions) + g.unconditional for g in groups) * len(conditions)
@@ -98,10 +101,13 @@ def generate_records(loaded: LoadedModel, groups: Sequence[PromptGroup], conditi
         neurons.check_shape(site_map.num_layers, site_map.width, what=f"model {loaded.name!r}")
     bos_text = loaded.tokenizer.convert_ids_to_tokens(start_token_id(loaded.tokenizer)) if any(
         g.unconditional for g in groups) else ""
-    with tqdm(total=total, unit="gen", disable=not progress, dynamic_ncols=True) as bar:
+    prompts = sum(len(g.questions) + g.unconditional for g in groups)
+    factors = [(prompts, "prompts" if any(g.questions for g in groups) else "samples"),
+               (len(conditions), "conditions")]
+    with progress_bar("generate", total, "gen", factors, progress) as bar:
         for condition in conditions:
             for group in groups:
-                bar.set_description(f"{condition.name} {group.name}")
+                bar.describe(f"{condition.name} {group.name}")
                 if group.unconditional:
                     outputs = generate_unconditional(loaded, group.unconditional, settings, edits[condition.name],
                                                      site_map=site_map, progress=bar)
@@ -157,7 +163,9 @@ def run_meta(loaded: LoadedModel, settings: GenerationSettings, identifier: Lang
              conditions: Sequence[Condition], neurons: Any = None, stats: Any = None, judge: Any = None,
              prompts: dict[str, Any] | None = None) -> dict[str, Any]:
     """Provenance shared by the generation artefacts: model, neurons, statistics, settings, identifier."""
-    meta: dict[str, Any] = {**loaded.provenance(), "generation": settings.describe(),
+    from langneurons.sets.compatibility import model_provenance
+
+    meta: dict[str, Any] = {**model_provenance(loaded), "generation": settings.describe(),
                             "language_identifier": identifier.describe(),
                             "conditions": [c.describe(neurons, stats) for c in conditions]}
     if neurons is not None:
@@ -257,7 +265,7 @@ def load_language_accuracy(directory: str | Path) -> LanguageAccuracy:
 
 def accuracy_bars(result: LanguageAccuracy, path: str | Path) -> Path:
     """Grouped bars: share of outputs in each language, normal vs steered."""
-    from langneurons.analysis.figures import new_figure, save_figure
+    from langneurons.analysis.figures import new_figure, outside_legend, save_figure
 
     values = result.accuracy.numpy()
     positions = range(len(result.languages))
@@ -273,7 +281,7 @@ def accuracy_bars(result: LanguageAccuracy, path: str | Path) -> Path:
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("share of outputs in the language")
     ax.set_title(result.meta.get("title", "language accuracy"), fontsize=9)
-    ax.legend(frameon=False, fontsize=8)
+    outside_legend(ax)
     return save_figure(fig, path)
 
 
@@ -329,6 +337,11 @@ def language_accuracy(model: Any, neurons: Any, stats: Any, prompts: dict[str, l
         raise LangNeuronsError("--deactivate-prompt-language needs --prompt-language")
     own_prompts = prompts is not None and prompt_language is None
     languages = steering_languages(neurons, stats, list(prompts) if own_prompts else None, langs)
+    from langneurons.model.sites import locate_site
+
+    for site in neurons.sites:  # another shape fails here, before the normal outputs are generated
+        located = locate_site(loaded.model, site)
+        neurons.check_shape(located.num_layers, located.width, what=f"model {loaded.name!r}", site=site)
     if prompt_language is not None and deactivate_prompt_language:
         neurons.layers(prompt_language)
     # groups and conditions
@@ -347,18 +360,29 @@ def language_accuracy(model: Any, neurons: Any, stats: Any, prompts: dict[str, l
         plan.append((lang, group, [Condition(deactivate=deactivate, activate=[lang], strength=v) for v in strengths]))
     records: list[GenerationRecord] = []
     normal_groups = [shared] if shared else [group for _, group, _ in plan]
-    normal_records = generate_records(loaded, normal_groups, [normal], settings, neurons, stats, identifier,
-                                      judge, progress)
+    if shared:  # the work line: prompts x conditions
+        count = len(shared.questions) + shared.unconditional
+        factors = [(count, "prompts" if shared.questions else "samples"),
+                   (1 + len(plan) * len(strengths), "conditions (normal + steered per language)")]
+    else:
+        factors = [(sum(len(group.questions) for _, group, _ in plan), f"prompts in {len(plan)} languages"),
+                   (1 + len(strengths), "conditions (normal + steered)")]
+    total = factors[0][0] * factors[1][0]
+    with progress_bar("steer", total, "gen", factors, progress) as bar:  # one bar over every condition
+        normal_records = generate_records(loaded, normal_groups, [normal], settings, neurons, stats, identifier,
+                                          judge, bar)
+        steered = [generate_records(loaded, [group], [condition], settings, neurons, stats, identifier, judge, bar)
+                   for _, group, steered_conditions in plan for condition in steered_conditions]
     records.extend(normal_records)
+    steered_iter = iter(steered)
     accuracy = torch.zeros(len(languages), len(columns), dtype=torch.float64)
     quality = torch.full((len(languages), len(columns)), float("nan"), dtype=torch.float64)
     counts: dict[str, dict[str, int]] = {}
     for row, (lang, group, steered_conditions) in enumerate(plan):
         base = normal_records if shared else [r for r in normal_records if r.language == lang]
         subsets = [base]
-        for condition in steered_conditions:
-            subsets.append(generate_records(loaded, [group], [condition], settings, neurons, stats, identifier,
-                                            judge, progress))
+        for _ in steered_conditions:
+            subsets.append(next(steered_iter))
             records.extend(subsets[-1])
         counts[lang] = {"outputs": len(base)}
         for column, subset in enumerate(subsets):

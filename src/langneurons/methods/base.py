@@ -23,6 +23,7 @@ registered method.
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any, ClassVar
 
 import torch
@@ -67,7 +68,7 @@ class NeuronMethod:
         layers = {lang: [row.nonzero().flatten() for row in mask] for lang, mask in membership.items()}
         meta = stats.meta if hasattr(stats, "meta") else {}
         source = {key: meta.get(key) for key in ("model", "revision", "model_type", "dtype", "site", "corpus",
-                                                   "token_count") if key in meta}
+                                                   "token_count", "model_fingerprint") if key in meta}
         parameters = {**self.get_params(), **(extra or {})}
         return NeuronSet(layers, stats.num_layers, stats.width, site=meta.get("site", "ffn.act"), method=self.name,
                          parameters=parameters, source=source)
@@ -133,3 +134,72 @@ def check_rate(name: str, value: float) -> float:
     if not 0.0 <= float(value) <= 1.0:
         raise LangNeuronsError(f"{name} must be in [0, 1], got {value}")
     return float(value)
+
+
+# -- degenerate selections ---------------------------------------------------------------------------------
+#: a language with fewer selected neurons (or parameters) than this is reported as tiny
+TINY_SET = 5
+
+
+def _ceil_rate(rate: float) -> float:
+    """``rate`` rounded up to two significant digits (so that the rate given still selects the neuron)."""
+    if rate <= 0:
+        return 0.0
+    scale = 10 ** (math.floor(math.log10(rate)) - 1)
+    return min(1.0, math.ceil(rate / scale - 1e-9) * scale)
+
+
+def smallest_rates(method: NeuronMethod, data: Any, languages: list[str]) -> dict[str, float | None]:
+    """Per language, the smallest ``top_rate`` at which ``method`` gives it at least one neuron (``None``: no
+    rate up to 1 does; other parameters keep it empty). ``{}`` for methods without a ``top_rate``.
+
+    Methods that can read it off their scores define ``smallest_rates(languages)`` (LAPE, LAVE: exact);
+    otherwise the method is refitted at doubling rates and the first rate that gives the language a neuron
+    is reported (at most a factor 2 above the smallest).
+    """
+    if not languages:
+        return {}
+    exact = getattr(method, "smallest_rates", None)
+    if callable(exact):
+        return exact(languages)
+    params = method.get_params()
+    if "top_rate" not in params or method.consumes == "models":  # refitting would read every model again
+        return {}
+    found: dict[str, float | None] = {lang: None for lang in languages}
+    rate = max(float(params["top_rate"]), 1e-6)
+    while rate < 1.0 and any(value is None for value in found.values()):
+        rate = min(1.0, rate * 2)
+        sizes = type(method)(**{**params, "top_rate": rate}).fit(data).select().sizes()
+        for lang in languages:
+            if found[lang] is None and sizes.get(lang, 0) > 0:
+                found[lang] = _ceil_rate(rate)
+    return found
+
+
+def degenerate_message(result: Any, method: NeuronMethod, data: Any = None, unit: str = "neurons") -> str | None:
+    """A one-line warning when some languages got no (or fewer than :data:`TINY_SET`) neurons, with the rate
+    that would give them some; ``None`` when every language has enough."""
+    sizes = result.sizes()
+    empty = [lang for lang, n in sizes.items() if n == 0]
+    tiny = [lang for lang, n in sizes.items() if 0 < n < TINY_SET]
+    if not empty and not tiny:
+        return None
+    params = method.get_params()
+    where = f"{method.name} at top_rate {params['top_rate']:g}" if "top_rate" in params else method.name
+    parts = []
+    if empty:
+        parts.append(f"no {unit} for {', '.join(empty)}")
+    if tiny:
+        parts.append(f"only {', '.join(f'{sizes[lang]} for {lang}' for lang in tiny)}")
+    text = f"{where} selected " + " and ".join(parts)
+    rates = smallest_rates(method, data, empty) if empty else {}
+    known = {lang: rate for lang, rate in rates.items() if rate is not None}
+    if known:
+        text += "; the smallest --top-rate that gives each one: " + ", ".join(
+            f"{lang} {rate:g}" for lang, rate in known.items())
+        if len(known) > 1:
+            text += f" (--top-rate {max(known.values()):g} gives all of them some)"
+    never = [lang for lang, rate in rates.items() if rate is None]
+    if never:
+        text += f"; no --top-rate gives {', '.join(never)} any (its values never pass the method's filter)"
+    return text

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from langneurons.methods.base import NeuronMethod, check_rate, register_method
+import torch
+
+from langneurons.methods.base import NeuronMethod, _ceil_rate, check_rate, register_method
 from langneurons.methods.entropy import entropy_select
 from langneurons.sets.neuronset import NeuronSet
 
@@ -36,6 +38,21 @@ class LAPE(NeuronMethod):
                                          self.activation_bar_ratio)
         self.scores_ = self.selection_.entropy
         return self
+
+    def smallest_rates(self, languages: list[str]) -> dict[str, float | None]:
+        """Per language, the smallest ``top_rate`` (two significant digits, rounded up) at which it gets a neuron:
+        the rank of its first assigned neuron in the entropy order of the filtered neurons (exact, no refit);
+        ``None`` when no neuron that passes the filter has its value above the assignment bar."""
+        self._check_fitted()
+        entropy = self.selection_.entropy.flatten()
+        order = torch.sort(entropy, stable=True).indices  # the order entropy_select selects in
+        passing = torch.isfinite(entropy[order])
+        values = self.probabilities_.reshape(len(self.stats_.languages), -1)[:, order]
+        found: dict[str, float | None] = {}
+        for lang in languages:
+            hits = ((values[self.stats_.languages.index(lang)] > self.selection_.activation_bar) & passing).nonzero()
+            found[lang] = None if hits.numel() == 0 else _ceil_rate((int(hits[0]) + 1) / entropy.numel())
+        return found
 
     def select(self) -> NeuronSet:
         self._check_fitted()

@@ -56,6 +56,7 @@ from langneurons.sets.parameterset import (
     random_parameters_like,
 )
 from langneurons.model.weights import as_weight_source, considered_parameters
+from langneurons.sets.compatibility import check_context, model_provenance
 
 if TYPE_CHECKING:  # the perplexity modules are imported lazily (methods/ must not import perplexity.py)
     from langneurons.data.corpus import PackedCorpus
@@ -138,7 +139,11 @@ class ParameterChanges:
             yield refined_values(change_rates(base, tuned, eps))
 
     def provenance(self) -> dict[str, Any]:
-        return {"base": self.base_source.provenance(),
+        from langneurons.sets.compatibility import weights_fingerprint
+
+        base = {**self.base_source.provenance(),
+                "model_fingerprint": weights_fingerprint(self.shapes, self.base_source.get)}
+        return {"base": base,
                 "finetuned": {lang: source.provenance() for lang, source in self.sources.items()}}
 
 
@@ -248,6 +253,7 @@ def parameter_perplexity_matrix(
     if isinstance(corpus, PackedCorpus):
         packed = corpus
     else:
+        check_context(loaded.model, seq_len, f"model {loaded.name!r}")
         packed = load_corpus(corpus, loaded.tokenizer, seq_len or default_seq_len(loaded.model), langs=langs,
                              max_tokens=max_tokens)
     random_set = random_parameters_like(parameter_set, seed=random_seed) if include_random else None
@@ -260,7 +266,7 @@ def parameter_perplexity_matrix(
     conditions = ["normal"] + (["random"] if include_random else []) + list(rows)
     nll, tokens = evaluate_conditions(loaded.model, packed, conditions, edit, batch_size, progress)
     meta = {
-        **loaded.provenance(),
+        **model_provenance(loaded),
         "intervention": "zero parameters",
         "parameter_set": {"method": parameter_set.method, "parameters": parameter_set.parameters,
                           "sizes": parameter_set.sizes(), "total": parameter_set.total,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ from langneurons.model.loading import LoadedModel, as_loaded
 from langneurons.model.sites import locate_site
 from langneurons.recording.recorder import Batch, run_batches
 from langneurons.stats.base import BatchInfo
+from langneurons.progress import work_line
+from langneurons.sets.compatibility import model_provenance
 from langneurons.stats.pooled import LARGE_ELEMENTS, PooledVectors
 
 
@@ -74,7 +77,7 @@ def record_pooled(
     for site_map in site_maps:
         directory = None if storage_dir is None else Path(storage_dir) / (
             site_map.site if len(site_maps) > 1 else "")
-        meta = {**loaded.provenance(), "site": site_map.site, "site_info": site_map.describe(), "corpus": source,
+        meta = {**model_provenance(loaded), "site": site_map.site, "site_info": site_map.describe(), "corpus": source,
                 "parameters": parameters, "inputs": tokenized.describe()}
         results[site_map.site] = PooledVectors.empty(
             parallel.languages, parallel.num_items, site_map.num_layers, site_map.width, mode=mode,
@@ -86,7 +89,12 @@ def record_pooled(
             info = BatchInfo(languages=batch.languages, sample_ids=batch.item_ids)
             yield Batch(info, batch.input_ids, batch.attention_mask, token_mask=batch.token_mask)
 
-    run_batches(loaded.model, site_maps, batches(), list(results.values()), progress=progress, desc="pool")
+    total = sum(max(1, len(row) - int(tokenized.bos)) for rows in tokenized.rows.values() for row in rows)
+    if progress:  # the bar's total: the pooled tokens of every sentence after the cut
+        print(work_line("pool", [(len(parallel.languages), "languages"), (parallel.num_items, "sentences")], total,
+                        "tokens"), file=sys.stderr, flush=True)
+    run_batches(loaded.model, site_maps, batches(), list(results.values()), total_tokens=total, progress=progress,
+                desc="pool")
     for vectors in results.values():
         vectors.flush()
     return results[site] if sites is None else results

@@ -20,8 +20,9 @@ from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
+from langneurons.progress import progress_bar, work_line
+from langneurons.sets.compatibility import check_context, model_provenance
 from langneurons.recording import distributed
 from langneurons.recording.accumulator import AccumulatorGroup, StatsAccumulator
 from langneurons.recording.checkpoint import Checkpointer, CheckpointStore, RecordPosition
@@ -109,6 +110,26 @@ def expected_tokens(source: PackedCorpus | StreamingCorpus, parts: int = 1) -> i
     return len(source.languages) * (source.max_tokens // source.seq_len) * source.seq_len // parts
 
 
+def estimated_tokens(source: PackedCorpus | StreamingCorpus, parts: int = 1, sample: int = 64) -> int:
+    """:func:`expected_tokens`, or for a streamed corpus without ``max_tokens`` an estimate (for the progress
+    bar's total): each file's document count (known from the scan) times the mean tokens (+ EOS) of its first
+    ``sample`` documents, in whole windows."""
+    expected = expected_tokens(source, parts)
+    if expected is not None:
+        return expected
+    from langneurons.data.streaming import iter_documents
+
+    total = 0
+    for entry in source.files.values():
+        documents = [doc for _, doc in zip(range(sample), iter_documents(entry.path))]
+        if not documents:
+            continue
+        ids = source.tokenizer(documents, add_special_tokens=False)["input_ids"]
+        mean = sum(len(row) + 1 for row in ids) / len(ids)
+        total += int(mean * entry.documents) // source.seq_len * source.seq_len
+    return total // parts
+
+
 @torch.inference_mode()
 def run_batches(
     model: nn.Module,
@@ -155,10 +176,9 @@ def run_batches(
 
         return feed
 
-    bar = tqdm(total=total_tokens, unit="tok", unit_scale=True, disable=not progress, desc=desc, dynamic_ncols=True)
-    with attach_all(providers, make_feed), bar:
+    with attach_all(providers, make_feed), progress_bar(desc, total_tokens, "tok", (), progress) as bar:
         for batch in batches:
-            bar.set_description(f"{desc} {batch.info.language or 'mixed'}", refresh=False)
+            bar.describe(batch.info.language or "mixed")
             input_ids = batch.input_ids.to(device, non_blocking=True)
             kwargs = _prepare(batch, body, device, *input_ids.shape)
             for statistic in statistics:
@@ -179,9 +199,7 @@ def run_batches(
             if after_batch is not None:
                 after_batch(batch)
             bar.update(batch.info.num_tokens(*input_ids.shape))
-        if bar.total is not None and bar.n < bar.total:  # the total was an upper bound (a streamed corpus)
-            bar.total = bar.n
-            bar.refresh()
+        bar.finish()  # the total was an upper bound or an estimate (a streamed corpus)
 
 
 def _prepare(batch: Batch, body: nn.Module, device: torch.device, batch_size: int, seq_len: int) -> dict[str, Any]:
@@ -278,6 +296,7 @@ def record(
     if not names:
         raise LangNeuronsError("sites must name at least one site")
     site_maps = {name: locate_site(loaded.model, name) for name in names}
+    check_context(loaded.model, seq_len, f"model {loaded.name!r}")
     if files is None:
         source: PackedCorpus | StreamingCorpus = corpus
     else:
@@ -296,7 +315,7 @@ def record(
     parameters = {"batch_size": batch_size, "shard_index": shard_index, "num_shards": num_shards,
                   "reduce_dtype": str(reduce_dtype).replace("torch.", ""), "reduction": first.strategy,
                   "world_size": context.world_size}
-    provenance = loaded.provenance()
+    provenance = model_provenance(loaded)  # with the model fingerprint (langneurons.sets.compatibility)
     fingerprint = {
         **{key: provenance[key] for key in ("model", "revision", "model_type", "dtype")},
         **_site_fingerprint(site_maps), "languages": source.languages,
@@ -326,9 +345,13 @@ def record(
     cursor = ScheduleCursor()
     planned = select_batches(batch_schedule(source, batch_size, shard_index, num_shards),
                              lambda index: distributed.owns_batch(context, index), resumed_from, cursor)
-    total = expected_tokens(source, num_shards * context.world_size)
-    if total is not None:
-        total = max(total - position.tokens_done, 0)
+    total = estimated_tokens(source, num_shards * context.world_size)
+    if progress and context.is_main:
+        exact = expected_tokens(source, num_shards * context.world_size) is not None
+        each = "tokens each" if exact else "tokens each (estimated)"
+        factors = [(len(source.languages), "languages"), (total // max(len(source.languages), 1), each)]
+        print(work_line("record", factors, total, "tokens"), file=sys.stderr, flush=True)
+    total = max(total - position.tokens_done, 0)
     run_batches(loaded.model, list(site_maps.values()), (_as_batch(p) for p in planned),
                 list(accumulators.values()), total_tokens=total,
                 progress=progress and context.is_main, after_batch=checkpointer.after_batch)

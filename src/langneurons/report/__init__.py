@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import importlib
+import warnings
 from pathlib import Path
 
 from langneurons._version import __version__
-from langneurons.errors import LangNeuronsError
+from langneurons.errors import LangNeuronsError, LangNeuronsWarning
+from langneurons.report.context import render_scope
 from langneurons.report.discover import Artefact, Run, discover_run, discover_runs
 from langneurons.report.html import esc, page
 from langneurons.report.sections import (SectionSpec, card, register_section, registered_kinds, render_generic,
@@ -50,8 +52,16 @@ def is_report(path: str | Path) -> bool:
         return False
 
 
-def render_html(runs: list[Run], title: str | None = None) -> str:
-    """The report page for discovered ``runs``."""
+def render_html(runs: list[Run], title: str | None = None, problems: list[str] | None = None) -> str:
+    """The report page for discovered ``runs``; the problems it notes on the page are appended to ``problems``."""
+    with render_scope() as scope:
+        text = _render_html(runs, title)
+    if problems is not None:
+        problems.extend(scope.problems)
+    return text
+
+
+def _render_html(runs: list[Run], title: str | None = None) -> str:
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     summaries = [run_summary(run) for run in runs]
     models = [m for s in summaries for m in s["models"]]
@@ -84,7 +94,9 @@ def build_report(run_dirs: str | Path | list[str | Path], out: str | Path | None
                  title: str | None = None, force: bool = False) -> Path:
     """Write the HTML report of ``run_dirs`` to ``out`` (default: ``<first run dir>/report.html``), atomically.
 
-    An existing report there is replaced; any other existing file only with ``force``.
+    An existing report there is replaced; any other existing file only with ``force``. Each problem the page notes
+    (an unreadable ``meta.json``, a card that could not be rendered, a broken figure) is also a
+    :class:`~langneurons.errors.LangNeuronsWarning` (one console line each in ``langneurons report``).
     """
     from langneurons.sets.artefacts import write_file_atomically
 
@@ -96,9 +108,12 @@ def build_report(run_dirs: str | Path | list[str | Path], out: str | Path | None
     if target.exists() and not force and not is_report(target):
         raise LangNeuronsError(f"{str(target)!r} exists and is not a langneurons report; refusing to replace it "
                                "(give force=True, or --force)")
-    text = render_html(runs, title)
+    problems: list[str] = []
+    text = render_html(runs, title, problems)
     try:
         write_file_atomically(target, lambda partial: partial.write_text(text, encoding="utf-8"))
     except OSError as exc:
         raise LangNeuronsError(f"cannot write {str(target)!r}: {exc.strerror or exc}") from None
+    for problem in problems:  # the console says what the page notes (one line each)
+        warnings.warn(f"{target.name}: {problem}", LangNeuronsWarning, stacklevel=2)
     return target

@@ -110,3 +110,33 @@ def generations_headline(artefact: Artefact) -> str | None:
     if not isinstance(count, int):
         return None
     return f"{count:,} outputs generated under {len(conditions)} condition{'s' if len(conditions) != 1 else ''}."
+
+
+def pooled_headline(artefact: Artefact) -> str | None:
+    meta = artefact.meta
+    languages, samples = meta.get("languages") or [], meta.get("num_samples")
+    if not languages or not isinstance(samples, int):
+        return None
+    return (f"Pooled ({meta.get('mode', 'mean')}) hidden states of {samples:,} aligned sentences in {len(languages)} "
+            f"languages at {meta.get('site', '?')}, {meta.get('num_layers', '?')} layers.")
+
+
+def checkpoint_headline(artefact: Artefact) -> str | None:
+    position = artefact.meta.get("position") if isinstance(artefact.meta.get("position"), dict) else {}
+    tokens = position.get("tokens_done")
+    if not isinstance(tokens, int):
+        return None
+    return f"An unfinished recording: {tokens:,} tokens done (continue it with --resume)."
+
+
+def task_accuracy_headline(artefact: Artefact) -> str | None:
+    """``task (metric): mean accuracy normal X; deactivating a language's own neurons: Y on it (Z elsewhere)``."""
+    meta = artefact.meta
+    summary = meta.get("summary") if isinstance(meta.get("summary"), dict) else {}
+    normal = summary.get("normal") if isinstance(summary.get("normal"), dict) else None
+    if not normal:
+        return None
+    mean = sum(normal.values()) / len(normal)
+    return (f"{meta.get('task', 'task')} ({meta.get('metric', '?')}): mean accuracy {mean:.1%} without "
+            f"intervention over {len(normal)} language{'s' if len(normal) != 1 else ''}; the other rows of the "
+            "table are the deactivation conditions.")

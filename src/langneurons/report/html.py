@@ -180,9 +180,26 @@ def _short(value: Any) -> str:
     return str(value)
 
 
-def details(summary: str, body_html: str, open_: bool = False) -> str:
-    """A collapsible block (printed expanded)."""
-    return f'<details{" open" if open_ else ""}><summary>{esc(summary)}</summary>{body_html}</details>'
+def details(summary: str, body_html: str, open_: bool = False, cls: str = "") -> str:
+    """A collapsible block (opened for printing)."""
+    attributes = (f' class="{esc(cls)}"' if cls else "") + (" open" if open_ else "")
+    return f"<details{attributes}><summary>{esc(summary)}</summary>{body_html}</details>"
+
+
+def figure_grid(figures_html: Iterable[str]) -> str:
+    """Figures side by side where the page is wide enough (one per row on a narrow page)."""
+    items = [item for item in figures_html if item]
+    if not items:
+        return ""
+    return f'<div class="figures{" single" if len(items) == 1 else ""}">{"".join(items)}</div>'
+
+
+def same_as(what: str, where: tuple[str, str]) -> str:
+    """A note pointing to where ``what`` is already shown (``where`` = (anchor, label))."""
+    anchor, label = where
+    if not anchor:
+        return f'<p class="note">{esc(what)}: shown above.</p>'
+    return f'<p class="note">{esc(what)}: the same as in <a href="#{esc(anchor)}">{esc(label or "above")}</a>.</p>'
 
 
 def pre(text: str) -> str:
@@ -210,7 +227,12 @@ def figure(data: bytes, mime: str, caption: str, alt: str | None = None) -> str:
             f"<figcaption>{esc(caption)}</figcaption></figure>")
 
 
-def warning(text: str) -> str:
+def warning(text: str, problem: bool = True) -> str:
+    """A warning on the page; a ``problem`` is also printed on the console by ``langneurons report``."""
+    if problem:
+        from langneurons.report.context import note_problem
+
+        note_problem(text)
     return f'<p class="warning" role="note">{esc(text)}</p>'
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from langneurons.report.discover import Artefact
 from langneurons.report.html import Cell, key_values, sequential_style, table
-from langneurons.report.sections import figures, provenance, tables
+from langneurons.report.sections import collapsed_table, figures, provenance, tables
 
 
 def counts_table(languages: list[str], rows: list[dict[Any, int]], sizes: dict[str, int], column_name: str,
@@ -43,13 +43,14 @@ def render_parameter_set(artefact: Artefact) -> str:
                     ("considered entries", f"{pset.total:,}"), ("selected before assignment", selected),
                     ("languages", pset.languages), ("base model", where(source.get("base"))),
                     ("fine-tuned models", finetuned or None)]),
-        table(["language", "entries", "share of considered"], size_rows, caption="entries per language"),
-        counts_table(pset.languages, [g[0] for g in grouped], sizes, "layer", "share of each language's entries "
-                     "per layer"),
-        counts_table(pset.languages, [g[1] for g in grouped], sizes, "", "share of each language's entries per "
-                     "weight matrix"),
-        figures(artefact), tables(artefact),
-        "<h4>Provenance</h4>",
+        figures(artefact),
+        collapsed_table("entries per language", table(["language", "entries", "share of considered"], size_rows),
+                        len(size_rows)),
+        collapsed_table("share of each language's entries per layer",
+                        counts_table(pset.languages, [g[0] for g in grouped], sizes, "layer", ""), len(grouped)),
+        collapsed_table("share of each language's entries per weight matrix",
+                        counts_table(pset.languages, [g[1] for g in grouped], sizes, "", ""), len(grouped)),
+        tables(artefact),
         provenance(artefact),
     ]
     return "".join(parts)

@@ -1,7 +1,10 @@
-"""Specialised renderers: activation statistics, the perplexity matrix, neuron sets, and the overview.
+"""Specialised renderers: activation statistics, the perplexity matrix, neuron sets, generation results, and the
+overview.
 
-Each renderer takes an :class:`~langneurons.report.discover.Artefact` and returns its card's HTML body.
-They are registered with :func:`~langneurons.report.sections.register_section` when the package is imported.
+Each renderer takes an :class:`~langneurons.report.discover.Artefact` and returns its card's HTML body: figures
+first, then tables behind their captions, raw records behind a details element, provenance collapsed (each
+corpus, figure and table shown once per report). They are registered with
+:func:`~langneurons.report.sections.register_section` when the package is imported.
 """
 
 from __future__ import annotations
@@ -11,45 +14,29 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from langneurons.report.context import content_key
 from langneurons.report.discover import Artefact, Run
-from langneurons.report.html import (Cell, details, diverging_style, esc, figure, format_number, key_values,
-                                     sequential_style, table, warning)
+from langneurons.report.html import (Cell, diverging_style, esc, figure, figure_grid, format_number, key_values,
+                                     same_as, sequential_style, table, warning)
 from langneurons.report.headlines import (
+    checkpoint_headline,
     generations_headline,
     language_accuracy_headline,
     neuron_set_headline,
+    task_accuracy_headline,
     parameter_set_headline,
     percent,
     perplexity_headline as perplexity_finding,
     perplexity_sentence,
+    pooled_headline,
     stats_headline,
 )
-from langneurons.report.sections import figures, model_of, provenance, register_section, section_spec, tables
+from langneurons.report.sections import (HIDDEN_STATE_SITES, collapsed_table, figures, model_of, provenance,
+                                         register_section, section_spec, summary_block, tables)
 
-
-def _corpus_files(corpus: Any) -> dict[str, dict[str, Any]]:
-    files = corpus.get("files") if isinstance(corpus, dict) else None
-    return files if isinstance(files, dict) else {}
-
-
-def _corpus_table(corpus: Any, tokens: dict[str, Any] | None = None, caption: str = "corpus") -> str:
-    """Per language: file, SHA-256, documents, windows, tokens."""
-    files = _corpus_files(corpus)
-    tokens = tokens or {}
-    languages = list(files) + [lang for lang in tokens if lang not in files]
-    if not languages:
-        return ""
-    rows = []
-    for lang in languages:
-        entry = files.get(lang) or {}
-        digest = str(entry.get("sha256") or "")
-        rows.append([lang, entry.get("file", ""), Cell(f"{digest[:10]}…" if digest else "", title=digest, cls="mono"),
-                     entry.get("documents", ""), entry.get("windows", ""), tokens.get(lang, entry.get("tokens", ""))])
-    where = corpus.get("path") if isinstance(corpus, dict) else None
-    settings = {k: corpus.get(k) for k in ("seq_len", "max_tokens")} if isinstance(corpus, dict) else {}
-    caption_text = caption + (f": {where}" if where else "") + "".join(
-        f", {k}={v}" for k, v in settings.items() if v is not None)
-    return table(["language", "file", "sha256", "documents", "windows", "tokens"], rows, caption=caption_text)
+__all__ = ["layer_counts_table", "layer_distribution_figure", "percent", "perplexity_headline",
+           "register_builtin_sections", "render_activation_stats", "render_generation_result", "render_neuron_set",
+           "render_overview", "render_perplexity_matrix", "run_summary"]
 
 
 # -- activation statistics -------------------------------------------------------------------------
@@ -63,17 +50,16 @@ def render_activation_stats(artefact: Artefact) -> str:
     parts = [key_values([("languages", meta.get("languages")), ("neuron grid", shape),
                          ("hooked module", site_info.get("module")),
                          ("tokens recorded", sum(v for v in tokens.values() if isinstance(v, int)) or None)])]
+    corpora: list[tuple[str, Any, Any]] = []
     if meta.get("corpus"):
-        parts.append(_corpus_table(meta["corpus"], tokens, "corpus"))
+        corpora.append(("corpus", meta["corpus"], tokens))
     elif isinstance(meta.get("shards"), list):  # merged statistics: one corpus block per shard
         parts.append(f'<p class="note">merged from {len(meta["shards"])} shards</p>')
-        for index, shard in enumerate(meta["shards"]):
-            parts.append(_corpus_table(shard, None, f"shard {index}"))
-        if tokens:
-            parts.append(table(["language", "tokens"], [[k, v] for k, v in tokens.items()], caption="tokens (merged)"))
-    elif tokens:
-        parts.append(table(["language", "tokens"], [[k, v] for k, v in tokens.items()]))
-    parts.append("<h4>Provenance</h4>" + provenance(artefact))
+        corpora += [(f"shard {index}", shard, None) for index, shard in enumerate(meta["shards"])]
+    if tokens and not meta.get("corpus"):
+        parts.append(collapsed_table("tokens per language", table(["language", "tokens"],
+                                                                   [[k, v] for k, v in tokens.items()]), len(tokens)))
+    parts.append(provenance(artefact, corpora=corpora))
     return "".join(parts)
 
 
@@ -86,7 +72,8 @@ def perplexity_headline(matrix: Any) -> str:
 
 def _legend(limit: float) -> str:
     return (f'<span class="legend">{esc(percent(-limit, limit))}<i style="background:linear-gradient(90deg,'
-            f'rgb(33,102,172),#fff,rgb(178,24,43))"></i>{esc(percent(limit, limit))} relative change</span>')
+            f'rgb(33,102,172),#fff,rgb(178,24,43))"></i>{esc(percent(limit, limit))} relative change against '
+            f"normal</span>")
 
 
 def render_perplexity_matrix(artefact: Artefact) -> str:
@@ -119,16 +106,15 @@ def render_perplexity_matrix(artefact: Artefact) -> str:
         rows.append(cells)
     tokens = [matrix.tokens.get(lang, "") for lang in matrix.languages]
     footer = [["predicted tokens", *tokens]] if matrix.tokens else []
-    parts = [perplexity_headline(matrix) if relative is not None else "",
-             table(["condition \\ evaluated", *matrix.languages], rows, footer=footer,
-                   caption="perplexity (relative change against normal)", cls="matrix"),
-             _legend(limit) if limit > 0 else ""]
+    caption = "perplexity per condition and evaluated language, with the relative change against normal below"
+    matrix_table = (table(["condition \\ evaluated", *matrix.languages], rows, footer=footer, cls="matrix")
+                    + (_legend(limit) if limit > 0 else ""))
     nll_rows = [[condition, *row] for condition, row in zip(matrix.conditions, matrix.nll.tolist())]
-    parts.append(details(f"mean NLL ({matrix.meta.get('nll_unit', 'nats per predicted token')})",
-                         table(["condition", *matrix.languages], nll_rows)))
-    parts.append(figures(artefact))
+    parts = [figures(artefact),
+             collapsed_table(caption, matrix_table, len(rows)),
+             collapsed_table(f"mean NLL ({matrix.meta.get('nll_unit', 'nats per predicted token')})",
+                             table(["condition", *matrix.languages], nll_rows), len(nll_rows))]
     random = matrix.meta.get("random") if isinstance(matrix.meta.get("random"), dict) else {}
-    parts.append("<h4>Provenance</h4>")
     if zeroing:
         edited = matrix.meta.get("parameter_set") if isinstance(matrix.meta.get("parameter_set"), dict) else {}
         extra = [("intervention", "weight entries set to 0"), ("parameter method", edited.get("method")),
@@ -138,9 +124,8 @@ def render_perplexity_matrix(artefact: Artefact) -> str:
         neurons = matrix.meta.get("neurons") if isinstance(matrix.meta.get("neurons"), dict) else {}
         extra = [("neuron method", neurons.get("method")), ("neuron parameters", neurons.get("parameters")),
                  ("neurons per language", neurons.get("sizes"))]
-    parts.append(provenance(artefact, extra=[*extra, ("random row seed", random.get("seed"))]))
-    if matrix.meta.get("corpus"):
-        parts.append(_corpus_table(matrix.meta["corpus"], None, "evaluation corpus"))
+    parts.append(provenance(artefact, extra=[*extra, ("random row seed", random.get("seed"))],
+                            corpora=[("evaluation corpus", matrix.meta.get("corpus"), None)]))
     return "".join(parts)
 
 
@@ -165,7 +150,16 @@ def layer_counts_table(languages: list[str], counts: list[list[int]]) -> str:
             for lang, row in zip(languages, counts)]
     totals = [sum(column) for column in zip(*counts)]
     return table(["language", *(str(i) for i in range(len(counts[0]))), "total"], rows,
-                 footer=[["all", *totals, sum(totals)]], caption="neurons per layer (columns: layer index)")
+                 footer=[["all", *totals, sum(totals)]])
+
+
+def _layer_artefact(artefact: Artefact, neurons: Any) -> Artefact | None:
+    """The run's layer distribution of this very set (same method and sizes), if it has one."""
+    for other in artefact.run.of_kind("layer_distribution"):
+        source = other.meta.get("neurons") if isinstance(other.meta.get("neurons"), dict) else {}
+        if source.get("method") == neurons.method and source.get("sizes") == neurons.sizes():
+            return other
+    return None
 
 
 def render_neuron_set(artefact: Artefact) -> str:
@@ -182,34 +176,51 @@ def render_neuron_set(artefact: Artefact) -> str:
 def _render_neuron_site(artefact: Artefact, neurons: Any, details: bool = True) -> str:
     total = neurons.num_layers * neurons.width
     sizes = neurons.sizes()
-    counts = neurons.layer_counts().tolist()
     size_rows = [[lang, n, Cell(f"{n / total:.2%}" if total else "", sort=n / total if total else 0, cls="num")]
                  for lang, n in sizes.items()]
-    source = neurons.source
+    empty = [lang for lang, n in sizes.items() if n == 0]
     parts = [
         key_values([("method", neurons.method), ("neuron site", neurons.site),
                     ("neuron grid", f"{neurons.num_layers} layers × {neurons.width} neurons = {total:,}"),
-                    ("languages", neurons.languages),
+                    ("neurons per language", sizes),
                     ("distinct neurons", int(sum(neurons.mask(lang) for lang in neurons.languages).gt(0).sum())
                      if neurons.languages else 0)]),
-        table(["language", "neurons", "share of all neurons"], size_rows, caption="neurons per language"),
-        layer_distribution_figure(neurons),
-        layer_counts_table(neurons.languages, counts),
     ]
+    if empty:
+        parts.append(warning(f"no neurons for {', '.join(empty)}: interventions on "
+                             f"{'it' if len(empty) == 1 else 'them'} change nothing", problem=False))
+    layers = _layer_artefact(artefact, neurons)
+    if layers is not None:  # its own card shows the layer plot and table
+        parts.append(same_as("Layer distribution (figure and table)", (layers.anchor, layers.relative)))
+    else:
+        parts.append(figure_grid([layer_distribution_figure(neurons)]))
+        counts = neurons.layer_counts().tolist()
+        parts.append(collapsed_table("neurons per layer (columns: layer index)",
+                                     layer_counts_table(neurons.languages, counts), len(counts),
+                                     content_key("layer counts", neurons.languages, counts)))
+    parts.append(collapsed_table("neurons per language", table(["language", "neurons", "share of all neurons"],
+                                                               size_rows), len(size_rows)))
     if details:  # once per artefact, after its last site
-        parts += [figures(artefact), tables(artefact), "<h4>Provenance</h4>", provenance(artefact)]
-        if source.get("corpus"):
-            parts.append(_corpus_table(source["corpus"], None, "statistics corpus"))
+        parts += [figures(artefact), tables(artefact),
+                  provenance(artefact, corpora=[("statistics corpus", neurons.source.get("corpus"), None)])]
     return "".join(parts)
+
+
+# -- generation results ------------------------------------------------------------------------------
+def render_generation_result(artefact: Artefact) -> str:
+    """Language accuracy / generations: figure, the tables behind captions, then the telling records."""
+    return summary_block({"title": artefact.meta.get("title")}) + figures(artefact) + tables(artefact) + \
+        provenance(artefact, other_fields=False)
 
 
 # -- overview --------------------------------------------------------------------------------------
 def run_summary(run: Run) -> dict[str, Any]:
-    """Models, languages, sites and creation times across a run's artefacts."""
+    """Models, languages, neuron sites (hidden-state sites such as ``layer.out`` left out) and creation times."""
     models, languages, sites, created = [], [], [], []
     for artefact in run.artefacts:
         meta = artefact.meta
         site_values = [meta.get("site"), *(meta.get("sites") if isinstance(meta.get("sites"), list) else [])]
+        site_values = [site for site in site_values if site not in HIDDEN_STATE_SITES]
         for value, into in ((model_of(meta), models), *((site, sites) for site in site_values),
                             (meta.get("created"), created)):
             if value and isinstance(value, str) and value not in into:
@@ -245,10 +256,17 @@ def register_builtin_sections() -> None:
     register_section("activation_stats", render_activation_stats, "Recorded activation statistics", 10,
                      "What was recorded: model, neuron site, corpus files (with SHA-256) and tokens per language.",
                      stats_headline)
+    register_section("record_checkpoint", None, "Recording checkpoints", 12,
+                     "Partial statistics of an unfinished recording (resume it with --resume).", checkpoint_headline)
     register_section("perplexity_matrix", render_perplexity_matrix, "Deactivation perplexity matrix", 20,
                      "LAPE paper, Figure 2: perplexity of each evaluated language (columns) with no intervention, "
-                     "random neurons, or one language's neurons deactivated (rows). Cell colour: relative change "
-                     "against the normal row; the own-language cells are outlined.", perplexity_finding)
+                     "random neurons, or one language's neurons deactivated (rows); the figure and the table both "
+                     "show the relative change against the normal row, the own-language cells outlined.",
+                     perplexity_finding)
+    register_section("task_accuracy", None, "Task accuracy", 25,
+                     "Accuracy per language (columns) without intervention, with random neurons, or with one "
+                     "language's neurons deactivated (rows); multiple choice by log-likelihood or exact match "
+                     "(docs/tasks.md).", task_accuracy_headline)
     register_section("neuron_set", render_neuron_set, "Language-specific neuron sets", 30,
                      "Which neurons each method selected per language, with its parameters, and their distribution "
                      "over layers (LAPE paper, Figure 5).", neuron_set_headline)
@@ -256,7 +274,12 @@ def register_builtin_sections() -> None:
                      "Parameter variation (LAPE paper, section 3.1 d): per language, the attention and FFN weight "
                      "entries that its fine-tuning changed least while the other languages' changed them most.",
                      parameter_set_headline)
-    register_section("generations", None, "Generations", 80, "", generations_headline)
-    register_section("language_accuracy", None, "Language accuracy of steered generation", 85,
+    register_section("pooled_vectors", None, "Pooled hidden states", 58,
+                     "Per-sentence pooled vectors of a parallel corpus (the input of SES and dominance).",
+                     pooled_headline)
+    register_section("generations", render_generation_result, "Generations", 80,
+                     "Outputs under neuron interventions with their detected language; the telling ones first.",
+                     generations_headline)
+    register_section("language_accuracy", render_generation_result, "Language accuracy of steered generation", 85,
                      "Share of outputs in the target language, normal vs steered (LAPE paper, Table 4).",
                      language_accuracy_headline)

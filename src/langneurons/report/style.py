@@ -6,8 +6,11 @@ CSS = """
 *{box-sizing:border-box}
 html{-webkit-text-size-adjust:100%}
 body{margin:0;background:var(--bg);color:var(--ink);line-height:1.45;font-size:15px;
-font-family:system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,"Noto Sans","Liberation Sans",sans-serif}
-header.top{background:var(--head);color:#fff;padding:22px 32px 18px}
+font-family:system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,"Noto Sans","Liberation Sans",
+"Noto Sans CJK SC","Noto Sans CJK JP","Noto Sans SC","Source Han Sans SC","PingFang SC","Hiragino Sans",
+"Microsoft YaHei","Yu Gothic","WenQuanYi Micro Hei","Noto Sans Devanagari","Nirmala UI","Mangal",
+"Lohit Devanagari","Noto Sans Arabic","Segoe UI Symbol",sans-serif}
+header.top{background:var(--head);color:#fff;padding:16px 32px 12px}
 header.top h1{margin:0 0 4px;font-size:24px;font-weight:650;letter-spacing:.2px}
 header.top .models{font-size:16px;color:#dbe4f0;margin:0 0 8px;word-break:break-all}
 header.top .stamp{font-size:13px;color:#aab8cc;margin:0}
@@ -43,8 +46,8 @@ p.card-title{font-size:15px;font-weight:600;margin:0 0 8px}
 h4{font-size:14px;margin:16px 0 6px;color:var(--head)}
 dl.facts{display:grid;grid-template-columns:repeat(auto-fill,minmax(340px,1fr));gap:3px 24px;margin:8px 0 4px;
 font-size:13.5px}
-dl.facts>div{display:grid;grid-template-columns:128px minmax(0,1fr);gap:12px}
-dl.facts dt{color:var(--muted)}
+dl.facts>div{display:grid;grid-template-columns:150px minmax(0,1fr);gap:12px}
+dl.facts dt{color:var(--muted);overflow-wrap:anywhere}
 dl.facts dd{margin:0;word-break:break-word}
 .headline{background:#f0f5fb;border-left:4px solid var(--accent);padding:8px 12px;border-radius:4px;font-size:14px;
 margin:8px 0 12px}
@@ -69,8 +72,21 @@ pre{background:#f7f8fa;border:1px solid var(--line);border-radius:6px;padding:10
 margin:6px 0}
 details{margin:10px 0 0}
 details>summary{cursor:pointer;color:var(--accent);font-size:13.5px;font-weight:600}
+details.table,details.provenance,details.records{margin:4px 0 0;padding:5px 0 0;border-top:1px solid #eef0f3}
+details.table>summary,details.provenance>summary,details.records>summary{font-weight:500;overflow-wrap:anywhere}
+details.provenance>summary{color:var(--muted)}
+details[open]>summary{margin-bottom:4px}
+p.finding{margin:4px 0 10px;padding:6px 12px;background:#f0f5fb;border-left:4px solid var(--accent);
+border-radius:4px;font-size:14px}
+.summary{margin:4px 0 8px}
+.figures{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(100%,400px),1fr));gap:10px 16px;
+align-items:start;margin:6px 0}
+.figures.single{grid-template-columns:minmax(0,720px)}
+.figures figure{margin:0}
+table.records td.text{min-width:14em;max-width:32em}
 figure{margin:10px 0 6px;text-align:center}
-figure img{max-width:100%;height:auto;border:1px solid var(--line);border-radius:6px;background:#fff}
+figure img{max-width:100%;max-height:560px;width:auto;height:auto;border:1px solid var(--line);border-radius:6px;
+background:#fff}
 figure img{cursor:zoom-in}
 figure.zoomed{position:fixed;inset:0;z-index:10;margin:0;background:rgba(255,255,255,.97);display:flex;
 flex-direction:column;align-items:center;justify-content:center}
@@ -78,8 +94,8 @@ figure.zoomed img{max-width:96vw;max-height:90vh;cursor:zoom-out}
 figcaption{font-size:12.5px;color:var(--muted);margin-top:4px}
 p.note{font-size:12.5px;color:var(--muted);margin:2px 0 8px}
 p.warning{background:#fff6e5;border:1px solid #f0c36d;border-radius:6px;padding:6px 10px;font-size:13.5px}
-ul.artefacts{list-style:none;padding:0;margin:6px 0;font-size:13.5px}
-ul.artefacts li{padding:3px 0;border-bottom:1px solid #eef0f3}
+ul.artefacts{list-style:none;padding:0;margin:6px 0;font-size:13.5px;display:flex;flex-wrap:wrap;gap:4px 14px}
+ul.artefacts li{padding:2px 0}
 ul.artefacts a{color:var(--accent)}
 .findings{background:#f0f5fb;border-left:4px solid var(--accent);padding:6px 14px;border-radius:4px;margin:8px 0 14px}
 .findings h3{margin:4px 0;font-size:15px}.findings ul{margin:4px 0;padding-left:18px;font-size:14px}
@@ -87,8 +103,10 @@ ul.artefacts a{color:var(--accent)}
 .legend{display:inline-flex;align-items:center;gap:6px;font-size:12px;color:var(--muted)}
 .legend i{display:inline-block;width:90px;height:10px;border-radius:2px;border:1px solid var(--line)}
 footer.bottom{color:var(--muted);font-size:12.5px;padding:0 32px 28px;text-align:center}
-@media (max-width:900px){.layout{grid-template-columns:1fr;padding:16px}nav.toc{position:static}
-.runs{grid-template-columns:1fr}}
+@media (max-width:900px){.layout{grid-template-columns:1fr;padding:12px 14px;gap:12px}
+nav.toc{position:static}nav.toc ol{display:flex;flex-wrap:wrap;gap:2px 4px}nav.toc a{padding:3px 8px}
+header.top{padding:12px 14px}.runs{grid-template-columns:1fr}dl.facts{grid-template-columns:1fr}
+dl.facts>div{grid-template-columns:120px minmax(0,1fr)}article.card{padding:12px 14px}}
 @media print{body{background:#fff;font-size:11pt}
 header.top{background:#fff;color:#000;border-bottom:2px solid #000;padding:0 0 8px}
 header.top .models,header.top .stamp{color:#333}.layout{display:block;padding:0;max-width:none}nav.toc{display:none}
@@ -172,6 +190,17 @@ PAGE_JS = """
     Array.prototype.forEach.call(document.querySelectorAll('figure.zoomed'), function (f) {
       f.classList.remove('zoomed');
     });
+  });
+  function openTarget() {
+    var target = location.hash && document.getElementById(decodeURIComponent(location.hash.slice(1)));
+    for (var node = target; node; node = node.parentElement) {
+      if (node.tagName === 'DETAILS') node.open = true;
+    }
+  }
+  window.addEventListener('hashchange', openTarget);
+  openTarget();
+  window.addEventListener('beforeprint', function () {
+    Array.prototype.forEach.call(document.querySelectorAll('details'), function (d) { d.open = true; });
   });
   function checkImages() {
     var images = Array.prototype.slice.call(document.images);

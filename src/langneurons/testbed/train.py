@@ -155,7 +155,7 @@ def train_toy_model(
     """
     args = {k: (str(v) if isinstance(v, Path) else v) for k, v in locals().items()}
     import torch
-    from tqdm.auto import tqdm
+    from langneurons.progress import Progress
 
     from langneurons.testbed import data
     from langneurons.testbed.tokenizer import load_tokenizer, train_bpe_tokenizer
@@ -239,9 +239,10 @@ def train_toy_model(
     tokens = 0
     running, running_n = 0.0, 0
     log(0, None, evaluate(model, quick_windows, device, autocast=bf16), 0, t0)
-    bar = tqdm(range(1, steps + 1), desc="toy train", disable=not progress, dynamic_ncols=True)
+    bar = Progress.start("toy train", steps, "step", [(steps, "steps"), (batch_size, f"windows of {seq_len} tokens")],
+                         progress, work=(steps * batch_size, "windows"))
     step = 0
-    for step in bar:
+    for step in range(1, steps + 1):
         frac = (step - 1) / steps
         if budget_s is not None:
             frac = max(frac, (time.time() - t0) / budget_s)
@@ -266,7 +267,8 @@ def train_toy_model(
         tokens += int(mask.sum())
         running += value
         running_n += 1
-        bar.set_postfix(loss=f"{value:.3f}", tok_s=f"{tokens / max(1e-9, time.time() - t0):.0f}")
+        bar.update(1)
+        bar.postfix(loss=f"{value:.3f}", tok_s=f"{tokens / max(1e-9, time.time() - t0):.0f}")
         if step % every == 0 and step != steps and not (budget_s and time.time() - t0 >= budget_s):
             log(step, running / running_n, evaluate(model, quick_windows, device, autocast=bf16), tokens, t0)
             running, running_n = 0.0, 0

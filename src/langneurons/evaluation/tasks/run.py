@@ -12,8 +12,6 @@ condition and item: id, language, correct, prediction, details) and ``meta.json`
 
 from __future__ import annotations
 
-import csv
-import json
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
@@ -21,15 +19,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from langneurons.errors import LangNeuronsError
 from langneurons.evaluation.tasks.items import Task
 from langneurons.evaluation.tasks.scoring import BatchContext, ItemScore, score_items
-from langneurons.sets.artefacts import atomic_directory, sidecar, write_json
+from langneurons.progress import progress_bar
+from langneurons.sets.compatibility import model_provenance
+from langneurons.sets.output import Figure, Output, Records, Table, read_output_meta, read_records, read_table, \
+    register_kind
 
-KIND = "task_accuracy"
 SCHEMA_VERSION = 1
+KIND = register_kind("task_accuracy", SCHEMA_VERSION, "rows conditions, columns languages: task accuracy")
+_OWN_KEYS = ("task", "metric", "conditions", "languages", "counts")
 
 Edit = Callable[[str, str, int], AbstractContextManager]
 
@@ -50,44 +51,48 @@ class TaskResult:
     def row(self, condition: str) -> torch.Tensor:
         return self.accuracy[self.conditions.index(condition)]
 
-    def save(self, directory: str | Path) -> Path:
-        """Write ``accuracy.csv``, ``items.jsonl`` and ``meta.json`` atomically."""
-        with atomic_directory(directory) as staging:
-            with open(staging / "accuracy.csv", "w", newline="") as handle:
-                writer = csv.writer(handle)
-                writer.writerow(["condition", *self.languages])
-                for condition, values in zip(self.conditions, self.accuracy.tolist()):
-                    writer.writerow([condition, *(f"{value:.6f}" for value in values)])
-            with open(staging / "items.jsonl", "w", encoding="utf-8") as handle:
-                for condition, scores in self.items.items():
-                    for score in scores:
-                        handle.write(json.dumps({"condition": condition, **asdict(score)}, ensure_ascii=False) + "\n")
-            meta = {"task": self.task, "metric": self.metric, "conditions": self.conditions,
-                    "languages": self.languages, "counts": self.counts, **self.meta}
-            write_json(staging / "meta.json", sidecar(KIND, SCHEMA_VERSION, meta))
-        return Path(directory)
+    def output(self) -> Output:
+        """The result in the one output style: ``accuracy.csv``, ``items.jsonl``, ``accuracy.png``."""
+        table = Table("accuracy.csv", f"Accuracy on {self.task} ({self.metric}) per condition and language",
+                      ["condition", *self.languages],
+                      [[condition, *values] for condition, values in zip(self.conditions, self.accuracy.tolist())],
+                      rows_are="condition: normal, random, then the language whose neurons are deactivated",
+                      columns_are="language of the items (accuracy in [0, 1])")
+        records = [{"condition": condition, **asdict(score)} for condition, scores in self.items.items()
+                   for score in scores]
+
+        def draw(path: Path) -> None:
+            from langneurons.analysis.figures import heatmap
+
+            heatmap(self.accuracy, self.conditions, self.languages, path, f"{self.task}: accuracy", "accuracy",
+                    xlabel="language", ylabel="condition", vmin=0.0, vmax=1.0)
+
+        summary = {"normal": dict(zip(self.languages, self.row("normal").tolist()))} \
+            if "normal" in self.conditions else {}
+        meta = {"task": self.task, "metric": self.metric, "conditions": self.conditions, "languages": self.languages,
+                "counts": self.counts, **{k: v for k, v in self.meta.items() if k not in _OWN_KEYS}}
+        return Output(KIND, f"Task accuracy: {self.task}", [table], [Figure("accuracy.png", "Accuracy", draw)],
+                      summary, meta, records=[Records("items.jsonl", "Every item's score per condition", records)])
+
+    def save(self, directory: str | Path, plot: bool = True, force: bool = False) -> Path:
+        """Write ``accuracy.csv``, ``items.jsonl``, ``accuracy.png`` and ``meta.json`` atomically."""
+        return self.output().save(directory, plot=plot, force=force)
 
 
 def load_task_result(directory: str | Path) -> TaskResult:
     """Read a result written by :meth:`TaskResult.save`."""
     root = Path(directory)
+    meta = read_output_meta(root, KIND, "a task result")
+    header, rows = read_table(root / "accuracy.csv")
     try:
-        meta = json.loads((root / "meta.json").read_text())
-        with open(root / "accuracy.csv", newline="") as handle:
-            rows = list(csv.reader(handle))
-        lines = (root / "items.jsonl").read_text(encoding="utf-8").splitlines()
-    except (OSError, ValueError) as exc:
-        raise LangNeuronsError(f"{str(root)!r} is not a task result: {exc}") from None
-    if meta.get("kind") != KIND:
-        raise LangNeuronsError(f"{str(root)!r} holds a {meta.get('kind')!r} artefact, expected {KIND!r}")
-    accuracy = torch.tensor([[float(v) for v in row[1:]] for row in rows[1:]], dtype=torch.float64)
+        accuracy = torch.tensor([[float(v) for v in row[1:]] for row in rows], dtype=torch.float64)
+    except ValueError as exc:
+        raise LangNeuronsError(f"{str(root / 'accuracy.csv')!r} is not a task result: {exc}") from None
     items: dict[str, list[ItemScore]] = {}
-    for line in lines:
-        data = json.loads(line)
+    for data in read_records(root / "items.jsonl"):
         items.setdefault(data.pop("condition"), []).append(ItemScore(**data))
-    skip = {"task", "metric", "conditions", "languages", "counts"}
-    return TaskResult(meta["task"], meta["metric"], [row[0] for row in rows[1:]], rows[0][1:], accuracy,
-                      meta.get("counts", {}), items, {k: v for k, v in meta.items() if k not in skip})
+    return TaskResult(meta["task"], meta["metric"], [row[0] for row in rows], header[1:], accuracy,
+                      meta.get("counts", {}), items, {k: v for k, v in meta.items() if k not in _OWN_KEYS})
 
 
 def _units(task: Task) -> int:
@@ -125,11 +130,12 @@ def evaluate_task(loaded: Any, task: Task, conditions: Sequence[str] = ("normal"
     languages = task.languages
     accuracy = torch.zeros(len(conditions), len(languages), dtype=torch.float64)
     items: dict[str, list[ItemScore]] = {}
-    with tqdm(total=_units(task) * len(conditions), disable=not progress, dynamic_ncols=True, unit="row") as bar:
+    factors = [(len(conditions), "conditions"), (_units(task), "rows")]
+    with progress_bar(f"task {task.name}", _units(task) * len(conditions), "row", factors, progress) as bar:
         for r, condition in enumerate(conditions):
             items[condition] = []
             for c, lang in enumerate(languages):
-                bar.set_description(f"{task.name} {condition}->{lang}")
+                bar.describe(f"{condition}->{lang}")
                 normal = condition == "normal"
                 per_batch: BatchContext | None = None
                 if batch_edit is not None and not normal:
@@ -141,7 +147,7 @@ def evaluate_task(loaded: Any, task: Task, conditions: Sequence[str] = ("normal"
                 accuracy[r, c] = sum(s.correct for s in scores) / len(scores)
                 items[condition].extend(scores)
     counts = {lang: len(task.by_language(lang)) for lang in languages}
-    meta = {**(loaded.provenance() if hasattr(loaded, "provenance") else {}), "task_settings": task.describe(),
+    meta = {**(model_provenance(loaded) if hasattr(loaded, "provenance") else {}), "task_settings": task.describe(),
             "parameters": {"batch_size": batch_size, "chunk_size": chunk_size}}
     result = TaskResult(task.name, task.metric, conditions, languages, accuracy, counts, items, meta)
     if task.metric == "choice":

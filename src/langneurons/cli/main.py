@@ -31,6 +31,7 @@ COMMAND_MODULES = [
     "generate",
     "steer",
     "analyze",
+    "lingua_franca",
     "compare",
     "report",
     "demo",

@@ -96,17 +96,33 @@ class PointResult:
         return sum(self.sizes.values())
 
 
+def _load_error(point: ModelPoint, exc: BaseException) -> LangNeuronsError:
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    prefix = f"cannot load model {point.model!r}: "
+    text = text[len(prefix):] if text.startswith(prefix) else text
+    return LangNeuronsError(f"checkpoint {point.label!r} does not load: {text}")
+
+
+def check_points(groups: list[PointGroup]) -> None:
+    """Read every point's configuration (cheap) so that a checkpoint that cannot load fails before any work."""
+    from transformers import AutoConfig
+
+    for group in groups:
+        for point in group.points:
+            try:
+                AutoConfig.from_pretrained(point.model, revision=point.revision)
+            except Exception as exc:  # OSError, ValueError, JSON errors: the loader's own types
+                raise _load_error(point, exc) from None
+
+
 def load_point(point: ModelPoint, **placement: Any):
     """The point's model, or a one-line error naming it."""
     from langneurons.model.loading import load_model
 
     try:
         return load_model(point.model, revision=point.revision, **placement)
-    except LangNeuronsError as exc:
-        raise LangNeuronsError(f"checkpoint {point.label!r} does not load: {exc}") from None
     except Exception as exc:  # a broken weights file raises the loader's own error types
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise LangNeuronsError(f"checkpoint {point.label!r} does not load: {first}") from None
+        raise _load_error(point, exc) from None
 
 
 def measure_point(point: ModelPoint, parallel: Any, threshold: float = 2.0, placement: dict | None = None,

@@ -256,11 +256,12 @@ def lingua_franca(model: Any, corpus: Any, site: str = "ffn.act", pooling: str =
     ``checkpoints``: local model folders or hub revisions of ``model``, in training order; ``models``: models of
     several sizes. The result keeps the pooled vectors (``.vectors``; ``.vectors.save(dir)`` writes them).
     """
-    from langneurons.analysis.evolution import evolution, model_points
+    from langneurons.analysis.evolution import check_points, evolution, model_points
     from langneurons.model.loading import as_loaded
 
     parallel = prepare_parallel(corpus, langs, max_samples, sample_seed)
     points = model_points(model, checkpoints or [], models or [], revision)
+    check_points(points)
     loaded = as_loaded(model, tokenizer, device=device, dtype=dtype, revision=revision, device_map=device_map,
                        offload_folder=offload_folder)
     settings = dict(site=site, pooling=pooling, add_bos=add_bos, max_length=max_length, batch_size=batch_size,

@@ -63,7 +63,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from langneurons.analysis.evolution import model_points
+    from langneurons.analysis.evolution import check_points, model_points
     from langneurons.analysis.lingua_franca import lingua_franca, prepare_parallel
     from langneurons.cli._common import check_placement, load_model_from_args, parse_langs
     from langneurons.data.files import find_corpus_files
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     parallel = prepare_parallel(args.parallel, parse_langs(args.langs), args.max_samples, args.sample_seed)
     if args.ppl_corpus is not None:
         find_corpus_files(args.ppl_corpus, parallel.languages)
-    model_points(args.model, args.checkpoints, args.models, args.revision)
+    check_points(model_points(args.model, args.checkpoints, args.models, args.revision))
     loaded = load_model_from_args(args)
     result = lingua_franca(
         loaded, parallel, site=args.site, pooling=args.pooling, threshold=args.threshold, add_bos=args.bos,

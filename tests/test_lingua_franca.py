@@ -280,11 +280,17 @@ def test_command_writes_every_output(llama_dir, parallel_dir, valid_dir, tmp_pat
         target = tmp_path / f"checkpoint-{step}"
         target.symlink_to(llama_dir, target_is_directory=True)
         checkpoints.append(target)
+    task = tmp_path / "task.jsonl"
+    task.write_text("".join(json.dumps({"id": f"q{i}", "language": lang, "prompt": prompt, "options": options,
+                                        "label": i % 2}, ensure_ascii=False) + "\n"
+                            for lang, prompt, options in [("aa", "abc", ["def", "ghi"]), ("bb", "абв", ["где", "жз"]),
+                                                          ("cc", "αβγ", ["δεζ", "ηθ"])] for i in range(3)),
+                    encoding="utf-8")
     out = tmp_path / "lf"
     code = run_cli("lingua-franca", "--model", llama_dir, "--parallel", parallel_dir, "--out", out, "--threshold", 1.0,
                    "--ppl-corpus", valid_dir, "--max-tokens", 200, "--seq-len", 32, "--random-percent", 25,
-                   "--checkpoints", *checkpoints, "--save-vectors", tmp_path / "vectors", "--no-progress",
-                   "--device", "cpu")
+                   "--checkpoints", *checkpoints, "--save-vectors", tmp_path / "vectors", "--task", task,
+                   "--no-progress", "--device", "cpu")
     assert code == 0, capsys.readouterr().err
     meta = json.loads((out / "meta.json").read_text())
     assert meta["kind"] == "lingua_franca" and meta["languages"] == ["aa", "bb", "cc"]
@@ -304,7 +310,14 @@ def test_command_writes_every_output(llama_dir, parallel_dir, valid_dir, tmp_pat
     assert [line.split(",")[0] for line in deactivation[1:]] == ["aa", "bb", "cc", "key_neuron_number",
                                                                  "key_neuron_percentage"]
     evolution = (out / "evolution.csv").read_text().splitlines()
-    assert evolution[0].startswith("point,step,lrds,sads,sklr") and len(evolution) == 3
+    assert evolution[0].startswith("point,step,lrds,sads,sklr,sklr_percent,task_accuracy") and len(evolution) == 3
+    accuracy = (out / "task_accuracy.csv").read_text().splitlines()
+    assert accuracy[0] == "language,full_model,random_25pct,x_aa,x_bb,x_cc" and len(accuracy) == 4
+    from langneurons.evaluation.tasks import load_task, task_accuracy
+
+    normal = task_accuracy(str(llama_dir), load_task(task), device="cpu", progress=False)
+    assert [float(line.split(",")[1]) for line in accuracy[1:]] == pytest.approx(normal.row("normal").tolist(),
+                                                                                  abs=1e-4)
     assert {f["file"] for f in meta["figures"]} >= {"similarity.png", "lrds_sads.png", "key_neurons_layers.png",
                                                    "key_neurons_languages.png", "deactivation.png", "evolution.png"}
     # the same model at every checkpoint: the same metrics as the main model

@@ -90,6 +90,7 @@ class PointResult:
     sizes: dict[str, int]  # key neurons per language
     total_neurons: int
     provenance: dict[str, Any] = field(default_factory=dict)
+    task_accuracy: dict[str, float] | None = None  # the task's accuracy per language, unedited, when a task is given
 
     @property
     def sklr(self) -> int:
@@ -126,8 +127,9 @@ def load_point(point: ModelPoint, **placement: Any):
 
 
 def measure_point(point: ModelPoint, parallel: Any, threshold: float = 2.0, placement: dict | None = None,
-                  progress: bool = True, **settings: Any) -> PointResult:
-    """Load ``point``, record its vectors on ``parallel``, and compute its metrics (one independent item)."""
+                  progress: bool = True, task: Any = None, task_batch_size: int = 8, **settings: Any) -> PointResult:
+    """Load ``point``, record its vectors on ``parallel``, and compute its metrics (one independent item); with
+    ``task`` (a :class:`~langneurons.evaluation.tasks.Task`), also its accuracy."""
     from langneurons.analysis.lingua_franca import activation_vectors, analyse_vectors
 
     loaded = load_point(point, **(placement or {}))
@@ -139,6 +141,11 @@ def measure_point(point: ModelPoint, parallel: Any, threshold: float = 2.0, plac
                              scores.sads, scores.layer_lrds.tolist(), scores.layer_sads.tolist(), counts.tolist(),
                              regions.sizes(), regions.num_layers * regions.width,
                              {k: v for k, v in loaded.provenance().items() if k != "device"})
+        if task is not None:
+            from langneurons.evaluation.tasks import evaluate_task
+
+            scored = evaluate_task(loaded, task, ["normal"], batch_size=task_batch_size, progress=progress)
+            result.task_accuracy = dict(zip(scored.languages, scored.accuracy[0].tolist()))
     finally:
         del loaded
         gc.collect()
@@ -167,21 +174,34 @@ class Evolution:
             return [float(p.step) for p in self.points]
         return [float(i) for i in range(len(self.points))]
 
+    @property
+    def has_task(self) -> bool:
+        return bool(self.points) and all(p.task_accuracy for p in self.points)
+
+    def mean_task_accuracy(self) -> list[float]:
+        return [sum(p.task_accuracy.values()) / len(p.task_accuracy) for p in self.points] if self.has_task else []
+
     def summary(self) -> dict[str, Any]:
-        return {"axis": self.axis, "points": [p.label for p in self.points], "x": self.x(),
-                "lrds": [p.lrds for p in self.points], "sads": [p.sads for p in self.points],
-                "sklr": [p.sklr for p in self.points]}
+        summary = {"axis": self.axis, "points": [p.label for p in self.points], "x": self.x(),
+                   "lrds": [p.lrds for p in self.points], "sads": [p.sads for p in self.points],
+                   "sklr": [p.sklr for p in self.points]}
+        if self.has_task:
+            summary["task_accuracy"] = self.mean_task_accuracy()
+        return summary
 
     def tables(self) -> list[Table]:
         languages = list(dict.fromkeys(lang for p in self.points for lang in p.sizes))
-        rows = [[p.label, x, p.lrds, p.sads, p.sklr, 100 * p.sklr / p.total_neurons,
-                 *(p.sizes.get(lang, 0) for lang in languages)] for p, x in zip(self.points, self.x())]
+        task = ["task_accuracy"] if self.has_task else []
+        accuracy = self.mean_task_accuracy()
+        rows = [[p.label, x, p.lrds, p.sads, p.sklr, 100 * p.sklr / p.total_neurons, *accuracy[i:i + 1],
+                 *(p.sizes.get(lang, 0) for lang in languages)] for i, (p, x) in enumerate(zip(self.points, self.x()))]
         what = "checkpoint" if self.name == "evolution" else "model"
         main = Table(f"{self.name}.csv", f"LRDS, SADS and SKLR per {what} (Figure {4 if what == 'checkpoint' else 7})",
-                     ["point", self.axis, "lrds", "sads", "sklr", "sklr_percent", *languages], rows,
+                     ["point", self.axis, "lrds", "sads", "sklr", "sklr_percent", *task, *languages], rows,
                      rows_are=f"{what}, in the order given",
-                     columns_are=f"{self.axis}, LRDS, SADS, SKLR, SKLR as % of the site's neurons, key neurons per "
-                                 "language")
+                     columns_are=f"{self.axis}, LRDS, SADS, SKLR, SKLR as % of the site's neurons, "
+                                 + ("the task's accuracy (mean over languages), " if task else "")
+                                 + "key neurons per language")
         layer_rows = [[p.label, layer, p.layer_lrds[layer], p.layer_sads[layer], p.layer_counts[layer]]
                       for p in self.points for layer in range(len(p.layer_counts))]
         layers = Table(f"{self.name}_layers.csv", f"Per-layer LRDS, SADS and key neurons per {what} (Figure 5)",
@@ -196,6 +216,8 @@ class Evolution:
         labels = [p.label if len(p.label) < 24 else Path(p.label.rstrip("/")).name for p in self.points]
         panels = {"LRDS (language)": [p.lrds for p in self.points], "SKLR (key neurons)": [p.sklr for p in self.points],
                   "SADS (meaning)": [p.sads for p in self.points]}
+        if self.has_task:
+            panels["task accuracy"] = self.mean_task_accuracy()
         title = "Over training" if self.name == "evolution" else "Over model size"
         return [
             Figure(f"{self.name}.png", f"LRDS, SKLR and SADS {title.lower()} (Figures 4, 7)",
@@ -210,14 +232,15 @@ class Evolution:
 
 def evolution(group: PointGroup, parallel: Any, threshold: float = 2.0, device: Any = None, dtype: Any = None,
               device_map: Any = None, offload_folder: Any = None, progress: bool = True, storage_dir: Any = None,
-              **settings: Any) -> Evolution:
-    """Measure every point of ``group`` on ``parallel`` (the same items and settings as the main model)."""
+              task: Any = None, task_batch_size: int = 8, **settings: Any) -> Evolution:
+    """Measure every point of ``group`` on ``parallel`` (the same items and settings as the main model), and its
+    accuracy on ``task`` when given."""
     placement = {"device": device, "dtype": dtype, "device_map": device_map, "offload_folder": offload_folder}
     results = []
     for index, point in enumerate(group.points):
         directory = None if storage_dir is None else Path(storage_dir) / f"{group.name}-{index}"
-        results.append(measure_point(point, parallel, threshold, placement, progress, storage_dir=directory,
-                                     **settings))
+        results.append(measure_point(point, parallel, threshold, placement, progress, task, task_batch_size,
+                                     storage_dir=directory, **settings))
     meta = {"points": [{"label": p.label, "model": p.model, "revision": p.revision} for p in group.points],
             "models": [r.provenance for r in results]}
     return Evolution(group.name, results, meta)

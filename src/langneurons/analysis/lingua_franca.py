@@ -166,6 +166,8 @@ class LinguaFranca:
             summary["note"] = self.regions.parameters["note"]
         if self.deactivation is not None:
             summary.update(self.deactivation.summary())
+        if self.tasks is not None:
+            summary.update(self.tasks.summary())
         for evolution in self.evolutions:
             summary[evolution.name] = evolution.summary()
         return summary
@@ -247,19 +249,27 @@ def lingua_franca(model: Any, corpus: Any, site: str = "ffn.act", pooling: str =
                   padding_side: str = "right", storage: str = "auto", storage_dir: str | Path | None = None,
                   ppl_corpus: Any = None, random_percent: float = 10.0, seed: int = 0, seq_len: int | None = None,
                   max_tokens: int | None = None, ppl_batch_size: int = 8, checkpoints: list[str] | None = None,
-                  models: list[str] | None = None, tokenizer: Any = None, device: Any = None, dtype: Any = None,
-                  revision: str | None = None, device_map: Any = None, offload_folder: Any = None,
+                  models: list[str] | None = None, task: Any = None, task_data: Any = None,
+                  task_limit: int | None = None, task_batch_size: int = 8, tokenizer: Any = None, device: Any = None,
+                  dtype: Any = None, revision: str | None = None, device_map: Any = None, offload_folder: Any = None,
                   progress: bool = True) -> LinguaFranca:
     """Every step on ``model`` (and, with ``checkpoints`` / ``models``, the evolution); see the module docstring.
 
     ``ppl_corpus`` (a folder of ``{lang}.txt``) adds Table 1 (``random_percent`` % random neurons, ``seed``);
     ``checkpoints``: local model folders or hub revisions of ``model``, in training order; ``models``: models of
-    several sizes. The result keeps the pooled vectors (``.vectors``; ``.vectors.save(dir)`` writes them).
+    several sizes. ``task`` (a :class:`~langneurons.evaluation.tasks.Task`, a task name such as ``cloze`` read from
+    ``task_data``, or a task file; ``task_limit`` items per language) is scored under the conditions of Table 1,
+    and unedited at every evolution point. The result keeps the pooled vectors (``.vectors``; ``.vectors.save(dir)``
+    writes them).
     """
     from langneurons.analysis.evolution import check_points, evolution, model_points
     from langneurons.model.loading import as_loaded
 
     parallel = prepare_parallel(corpus, langs, max_samples, sample_seed)
+    if isinstance(task, (str, Path)):
+        from langneurons.evaluation.tasks import load_task
+
+        task = load_task(task, task_data, langs=parallel.languages, limit=task_limit)
     points = model_points(model, checkpoints or [], models or [], revision)
     check_points(points)
     loaded = as_loaded(model, tokenizer, device=device, dtype=dtype, revision=revision, device_map=device_map,
@@ -275,10 +285,18 @@ def lingua_franca(model: Any, corpus: Any, site: str = "ffn.act", pooling: str =
         deactivation = deactivation_table(loaded, ppl_corpus, regions, random_percent, seed, langs=parallel.languages,
                                           max_tokens=max_tokens, seq_len=seq_len, batch_size=ppl_batch_size,
                                           progress=progress)
+    tasks = None
+    if task is not None:
+        from langneurons.analysis.region_deactivation import task_table
+
+        tasks = task_table(loaded, task, regions, random_percent, seed, batch_size=task_batch_size, progress=progress)
     evolutions = [evolution(group, parallel, threshold=threshold, device=device, dtype=dtype, device_map=device_map,
-                            offload_folder=offload_folder, progress=progress, **settings)
+                            offload_folder=offload_folder, progress=progress, task=task,
+                            task_batch_size=task_batch_size, **settings)
                   for group in points if group.points]
     meta = {**{k: v for k, v in vectors.meta.items() if k not in ("storage", "languages")},
             "pooling": pooling, "threshold": threshold, "vector_storage": vectors.storage}
-    return LinguaFranca(parallel.languages, parallel.num_items, scores, regions, deactivation, evolutions, None, meta,
+    if tasks is not None:
+        meta["task"] = {k: v for k, v in tasks.result.meta.items() if k in ("task_settings", "parameters", "random")}
+    return LinguaFranca(parallel.languages, parallel.num_items, scores, regions, deactivation, evolutions, tasks, meta,
                         vectors)

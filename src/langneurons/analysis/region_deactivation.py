@@ -1,5 +1,9 @@
 """Table 1 of "Converging to a Lingua Franca": perplexity increase when a language's key region is deactivated.
 
+With a task (:mod:`langneurons.evaluation.tasks`), the task's accuracy under the same conditions
+(:func:`task_table`, ``task_accuracy.csv``: rows evaluated languages, columns the full model, the random set and
+each region).
+
 Rows: the evaluated languages. Columns: the full model's perplexity, then the increase (%) when a random set of
 ``random_percent`` % of all neurons of the site is deactivated, then the increase when each language's key region
 is. The last two rows give the number of neurons deactivated by each column and their share of all neurons.
@@ -133,3 +137,46 @@ def deactivation_table(model: Any, corpus: Any, regions: NeuronSet, random_perce
     return DeactivationTable(matrix, combined.sizes(), regions.num_layers * regions.width, float(random_percent),
                              {"corpus": matrix.meta.get("corpus"), "random": matrix.meta["random"],
                               "parameters": matrix.meta.get("parameters")})
+
+
+@dataclass
+class TaskTable:
+    """Task accuracy per evaluated language under ``normal``, the random set and each region (the conditions of
+    :class:`DeactivationTable`)."""
+
+    result: Any  # langneurons.evaluation.tasks.TaskResult
+    regions: list[str]
+    random_percent: float
+
+    def accuracy(self) -> torch.Tensor:
+        """``float64[language, 2 + regions]``: full model, random set, then each region deactivated."""
+        order = ["normal", f"deactivate:{RANDOM}", *(f"deactivate:{r}" for r in self.regions)]
+        return self.result.accuracy[[self.result.conditions.index(c) for c in order]].T
+
+    def tables(self) -> list[Table]:
+        percent = f"{self.random_percent:g}"
+        header = ["language", "full_model", f"random_{percent}pct", *(f"x_{r}" for r in self.regions)]
+        rows = [[lang, *values] for lang, values in zip(self.result.languages, self.accuracy().tolist())]
+        return [Table("task_accuracy.csv", f"Task accuracy ({self.result.task}, {self.result.metric}) under the same "
+                      "deactivations", header, rows, decimals=4,
+                      rows_are="the task's language", columns_are=f"accuracy of the full model, with {percent}% random "
+                      "neurons deactivated, with language x's key region deactivated")]
+
+    def summary(self) -> dict[str, Any]:
+        accuracy = self.accuracy()
+        languages = self.result.languages
+        own = {r: float(accuracy[languages.index(r), 2 + k]) for k, r in enumerate(self.regions) if r in languages}
+        return {"task": self.result.task, "task_full_model": dict(zip(languages, accuracy[:, 0].tolist())),
+                "task_random": dict(zip(languages, accuracy[:, 1].tolist())), "task_own_region": own}
+
+
+def task_table(loaded: Any, task: Any, regions: NeuronSet, random_percent: float = 10.0, seed: int = 0,
+               batch_size: int = 8, progress: bool = True) -> TaskTable:
+    """``task`` (:class:`~langneurons.evaluation.tasks.Task`) scored under the conditions of Table 1."""
+    from langneurons.evaluation.tasks import evaluate_task, neuron_conditions
+
+    combined = with_random_set(regions, random_percent, seed)
+    conditions, edit, meta = neuron_conditions(loaded, combined, [RANDOM, *regions.languages], include_random=False)
+    result = evaluate_task(loaded, task, conditions, edit, batch_size=batch_size, progress=progress)
+    result.meta.update(meta)
+    return TaskTable(result, list(regions.languages), float(random_percent))

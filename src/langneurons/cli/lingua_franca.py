@@ -49,6 +49,13 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--random-percent", type=float, default=10.0,
                         help="share (%%) of all neurons in the random deactivation column (paper: 10)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random set")
+    parser.add_argument("--task", default=None,
+                        help="task scored under the same conditions and at every checkpoint: a name (cloze, mgsm, "
+                             "xquad, mpararel; read from --task-data) or a .jsonl / .tsv task file")
+    parser.add_argument("--task-data", default=None, help="data folder of the named tasks (default: $LANGNEURONS_DATA "
+                                                         "or ../shared/data)")
+    parser.add_argument("--task-limit", type=int, default=None, help="task items per language")
+    parser.add_argument("--task-batch-size", type=int, default=8, help="task rows per forward pass")
     parser.add_argument("--checkpoints", nargs="+", default=[], metavar="CKPT",
                         help="training checkpoints in order: model folders or hub revisions of --model")
     parser.add_argument("--models", nargs="+", default=[], metavar="MODEL",
@@ -78,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
     if args.storage_dir:
         outputs.append(Target("--storage-dir", args.storage_dir, role="workdir"))
     prepare_outputs(args, outputs, {"--model": args.model, "--parallel": args.parallel, "--ppl-corpus": args.ppl_corpus,
-                                    "--checkpoints": args.checkpoints, "--models": args.models})
+                                    "--checkpoints": args.checkpoints, "--models": args.models,
+                                    "--task-data": args.task_data})
     # everything a user can get wrong, before any model is loaded
     KeyRegions(threshold=args.threshold)
     if not 0 < args.random_percent <= 100:
@@ -87,13 +95,19 @@ def run(args: argparse.Namespace) -> int:
     if args.ppl_corpus is not None:
         find_corpus_files(args.ppl_corpus, parallel.languages)
     check_points(model_points(args.model, args.checkpoints, args.models, args.revision))
+    task = None
+    if args.task is not None:
+        from langneurons.evaluation.tasks import load_task
+
+        task = load_task(args.task, args.task_data, langs=parallel.languages, limit=args.task_limit)
     loaded = load_model_from_args(args)
     result = lingua_franca(
         loaded, parallel, site=args.site, pooling=args.pooling, threshold=args.threshold, add_bos=args.bos,
         max_length=args.max_length, batch_size=args.batch_size, padding_side=args.padding_side, storage=args.storage,
         storage_dir=args.storage_dir, ppl_corpus=args.ppl_corpus, random_percent=args.random_percent, seed=args.seed,
         seq_len=args.seq_len, max_tokens=args.max_tokens, ppl_batch_size=args.ppl_batch_size,
-        checkpoints=args.checkpoints, models=args.models, device=args.device, dtype=args.dtype,
+        checkpoints=args.checkpoints, models=args.models, task=task, task_batch_size=args.task_batch_size,
+        device=args.device, dtype=args.dtype,
         device_map=args.device_map, offload_folder=args.offload_folder, progress=not args.no_progress)
     result.save(args.out, plot=not args.no_plots)
     if args.save_vectors:
@@ -101,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
     print(format_result(result))
     print(f"wrote {args.out}: lrds_sads.csv, key_neurons.csv, key_region_sizes.csv, similarity.npy, "
           f"key_regions.neurons" + (", deactivation.csv" if result.deactivation is not None else "")
+          + (", task_accuracy.csv" if result.tasks is not None else "")
           + "".join(f", {e.name}.csv" for e in result.evolutions))
     return 0
 
@@ -119,8 +134,13 @@ def format_result(result) -> str:
     if result.deactivation is not None:
         own = result.deactivation.own_increase()
         lines.append("own perplexity increase (%): " + ", ".join(f"{k} {v:.1f}" for k, v in own.items()))
+    if result.tasks is not None:
+        summary = result.tasks.summary()
+        lines.append(f"{summary['task']} accuracy, full model / own region deactivated: " + ", ".join(
+            f"{k} {summary['task_full_model'][k]:.3f}/{v:.3f}" for k, v in summary["task_own_region"].items()))
     for evolution in result.evolutions:
         for p, x in zip(evolution.points, evolution.x()):
+            accuracy = "" if not p.task_accuracy else f"  task {sum(p.task_accuracy.values()) / len(p.task_accuracy):.3f}"
             lines.append(f"{evolution.name} {p.label}: {evolution.axis} {x:g}  LRDS {p.lrds:.4f}  SADS {p.sads:.4f}  "
-                         f"SKLR {p.sklr}")
+                         f"SKLR {p.sklr}{accuracy}")
     return "\n".join(lines)

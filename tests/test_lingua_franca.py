@@ -216,6 +216,18 @@ def test_sum_pooling_equals_mean_pooling_once_normalised(parallel_dir, tokenizer
     torch.testing.assert_close(mean.layer_sads, total.layer_sads)
 
 
+def test_memory_mapped_float16_vectors_give_the_same_scores(parallel_dir, tokenizer, tmp_path):
+    model = tiny_model("gpt2", vocab_size=300)
+    parallel = prepare_parallel(parallel_dir)
+    memory = activation_vectors(model, parallel, tokenizer=tokenizer, progress=False)
+    mapped = activation_vectors(model, parallel, tokenizer=tokenizer, progress=False, storage="memmap",
+                                storage_dir=tmp_path / "scratch")
+    assert mapped.storage["kind"] == "memmap" and (tmp_path / "scratch" / "vectors.npy").is_file()
+    torch.testing.assert_close(alignment(mapped).similarity, alignment(memory).similarity)
+    half = PooledVectors(memory.languages, memory.vectors.half(), meta=memory.meta)
+    assert alignment(half).lrds == pytest.approx(alignment(memory).lrds, abs=1e-3)
+
+
 def test_bad_corpora_are_one_line_errors(tmp_path):
     (tmp_path / "one").mkdir()
     (tmp_path / "one" / "aa.txt").write_text("x\ny\n")
@@ -329,6 +341,20 @@ def test_command_writes_every_output(llama_dir, parallel_dir, valid_dir, tmp_pat
     assert run_cli("perplexity", "--model", llama_dir, "--corpus", valid_dir, "--neurons", out / "key_regions.neurons",
                    "--max-tokens", 100, "--seq-len", 32, "--out", tmp_path / "ppl", "--no-progress",
                    "--device", "cpu") == 0
+
+
+def test_models_of_several_sizes_are_placed_by_parameters(llama_dir, tokenizer, parallel_dir, tmp_path):
+    from langneurons.analysis.lingua_franca import lingua_franca_evolution
+
+    bigger = tmp_path / "bigger"
+    tiny_model("llama", vocab_size=300, intermediate_size=128).save_pretrained(str(bigger))
+    tokenizer.save_pretrained(str(bigger))
+    [scale] = lingua_franca_evolution(None, parallel_dir, models=[str(llama_dir), str(bigger)], threshold=1.0,
+                                      progress=False, device="cpu")
+    assert scale.name == "scale" and scale.axis == "parameters"
+    assert scale.x()[1] > scale.x()[0] == float(sum(p.numel() for p in tiny_model("llama").parameters()))
+    assert [t.file for t in scale.tables()] == ["scale.csv", "scale_layers.csv"]
+    assert scale.tables()[0].header[:2] == ["point", "parameters"]
 
 
 def test_threshold_above_sqrt_k_minus_1_is_said(llama_dir, parallel_dir, tmp_path, capsys):

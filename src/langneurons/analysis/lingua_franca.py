@@ -27,7 +27,8 @@ from typing import Any
 
 import torch
 
-from langneurons.analysis.alignment import Alignment, alignment
+from langneurons.analysis.alignment import Alignment, alignment, lrds_sads, similarity_map
+from langneurons.analysis.region_deactivation import DeactivationTable, deactivation_table, task_table
 from langneurons.analysis.output import Array, Figure, Output, Table, declare_kind, summary_of
 from langneurons.data.parallel import ParallelCorpus, as_parallel_corpus
 from langneurons.errors import LangNeuronsError
@@ -37,6 +38,11 @@ from langneurons.sets.neuronset import NeuronSet
 from langneurons.stats.pooled import PooledVectors
 
 REGIONS_DIR = "key_regions.neurons"
+#: the public names of the steps (``ln.alignment_scores`` is :func:`~langneurons.analysis.alignment.alignment`)
+alignment_scores = alignment
+__all__ = ["Alignment", "DeactivationTable", "LinguaFranca", "activation_vectors", "alignment", "alignment_scores",
+           "analyse_vectors", "deactivation_table", "key_regions", "lingua_franca", "lingua_franca_evolution",
+           "lrds_sads", "prepare_parallel", "region_counts", "similarity_map", "task_table"]
 
 
 def _headline(artefact: Any) -> str | None:
@@ -74,7 +80,8 @@ def prepare_parallel(corpus: Any, langs: list[str] | None = None, max_samples: i
     if len(parallel.languages) < 2:
         raise LangNeuronsError(f"the lingua franca analysis needs at least two languages, the corpus has "
                                f"{len(parallel.languages)} ({', '.join(parallel.languages)})")
-    keep = [i for i in parallel.items if all(parallel.texts(lang)[i].strip() for lang in parallel.languages)]
+    nonblank = [i for i in parallel.items if all(parallel.texts(lang)[i].strip() for lang in parallel.languages)]
+    keep = nonblank
     if max_samples is not None:
         if max_samples < 2:
             raise LangNeuronsError(f"--max-samples must be at least 2, got {max_samples}")
@@ -85,9 +92,8 @@ def prepare_parallel(corpus: Any, langs: list[str] | None = None, max_samples: i
     check_groups(len(parallel.languages), len(keep))
     selected = parallel.select(items=keep)
     selected.source = {**parallel.source, "items_total": parallel.num_items,
-                       "dropped_blank": parallel.num_items - len([i for i in parallel.items if all(
-                           parallel.texts(lang)[i].strip() for lang in parallel.languages)]),
-                       "sample_seed": sample_seed, "item_ids": keep}
+                       "dropped_blank": parallel.num_items - len(nonblank), "sample_seed": sample_seed,
+                       "item_ids": keep}
     return selected
 
 
@@ -280,15 +286,11 @@ def lingua_franca(model: Any, corpus: Any, site: str = "ffn.act", pooling: str =
     scores, regions = analyse_vectors(vectors, threshold)
     deactivation = None
     if ppl_corpus is not None:
-        from langneurons.analysis.region_deactivation import deactivation_table
-
         deactivation = deactivation_table(loaded, ppl_corpus, regions, random_percent, seed, langs=parallel.languages,
                                           max_tokens=max_tokens, seq_len=seq_len, batch_size=ppl_batch_size,
                                           progress=progress)
     tasks = None
     if task is not None:
-        from langneurons.analysis.region_deactivation import task_table
-
         tasks = task_table(loaded, task, regions, random_percent, seed, batch_size=task_batch_size, progress=progress)
     evolutions = [evolution(group, parallel, threshold=threshold, device=device, dtype=dtype, device_map=device_map,
                             offload_folder=offload_folder, progress=progress, task=task,
@@ -300,3 +302,20 @@ def lingua_franca(model: Any, corpus: Any, site: str = "ffn.act", pooling: str =
         meta["task"] = {k: v for k, v in tasks.result.meta.items() if k in ("task_settings", "parameters", "random")}
     return LinguaFranca(parallel.languages, parallel.num_items, scores, regions, deactivation, evolutions, tasks, meta,
                         vectors)
+
+
+def lingua_franca_evolution(model: Any, corpus: Any, checkpoints: list[str] | None = None,
+                            models: list[str] | None = None, threshold: float = 2.0, revision: str | None = None,
+                            langs: list[str] | None = None, max_samples: int | None = None,
+                            sample_seed: int | None = None, task: Any = None, progress: bool = True,
+                            **settings: Any) -> list[Any]:
+    """Step 6 alone: the metrics at every checkpoint of ``model`` (folders or hub revisions) and every model of
+    ``models``, on the same items; returns one :class:`~langneurons.analysis.evolution.Evolution` per group given.
+    ``settings``: the vector options of :func:`activation_vectors` and ``device`` / ``dtype`` / ``device_map``."""
+    from langneurons.analysis.evolution import check_points, evolution, model_points
+
+    parallel = prepare_parallel(corpus, langs, max_samples, sample_seed)
+    groups = model_points(model, checkpoints or [], models or [], revision)
+    check_points(groups)
+    return [evolution(group, parallel, threshold=threshold, task=task, progress=progress, **settings)
+            for group in groups if group.points]

@@ -116,8 +116,19 @@ def contract_models():
     return ParameterChanges(base, tuned, parameters=shapes)
 
 
+def contract_pooled():
+    """Per-sample vectors [6 languages, 5 samples, 4 layers, 50]: neuron 7k of layer k % 4 fires in language k only."""
+    from langneurons.stats.pooled import PooledVectors
+
+    generator = torch.Generator().manual_seed(0)
+    vectors = torch.rand(6, 5, 4, 50, generator=generator)
+    for k in range(6):
+        vectors[k, :, k % 4, 7 * k] += 3.0
+    return PooledVectors([f"l{k}" for k in range(6)], vectors, meta={"site": "ffn.act", "model": "hand"})
+
+
 #: what each kind of method input looks like in the contract test; a method consuming something new adds one
-CONTRACT_DATA = {"activation_stats": contract_stats, "models": contract_models}
+CONTRACT_DATA = {"activation_stats": contract_stats, "models": contract_models, "pooled_vectors": contract_pooled}
 
 
 def canonical(result) -> dict:

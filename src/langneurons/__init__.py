@@ -20,6 +20,18 @@ from langneurons.analysis import (
     sentence_similarity,
 )
 from langneurons.model.architectures import ArchitectureSpec, register_architecture, registered_model_types
+from langneurons.analysis.lingua_franca import (
+    LinguaFranca,
+    activation_vectors,
+    alignment_scores,
+    deactivation_table,
+    key_regions,
+    lingua_franca,
+    lingua_franca_evolution,
+    lrds_sads,
+    similarity_map,
+)
+from langneurons.methods.key_regions import KeyRegions
 from langneurons.errors import LangNeuronsError
 from langneurons.data.parallel import ParallelCorpus, load_parallel_corpus
 from langneurons.errors import LangNeuronsWarning
@@ -60,6 +72,8 @@ __all__ = [
     "supports_attention_capture", "LayerLens", "layer_logit_lens", "logit_lens",
     "LangNeuronsWarning", "ParallelCorpus", "load_parallel_corpus", "record_pooled", "Task", "TaskItem",
     "evaluate_task", "load_task", "task_accuracy",
+    "KeyRegions", "LinguaFranca", "activation_vectors", "alignment_scores", "deactivation_table", "key_regions",
+    "lingua_franca", "lingua_franca_evolution", "lrds_sads", "similarity_map",
     "NeuronEdit", "Zero", "SetValue", "Raise", "Scale", "Add",
 ]
 

@@ -12,6 +12,7 @@ function                               ``meta.json`` kind     paper
 ``sentence_similarity(embeddings)``    ``ses``                Figure 6
 ``language_dominance(embeddings)``     ``dominance``          eq. 6, Figure 7
 ``compare_neuron_sets({name: set})``   ``method_comparison``  (none)
+``lingua_franca(model, parallel, ...)`` ``lingua_franca``      Zeng et al. 2024, eqs. 5-14, Table 1, Figs 2-7
 =====================================  =====================  ==========================================
 """
 
@@ -27,12 +28,13 @@ from langneurons.analysis.embeddings import (
     sentence_similarity,
 )
 from langneurons.analysis.layers import LayerDistribution, layer_distribution
+from langneurons.analysis.lingua_franca import LinguaFranca, lingua_franca
 from langneurons.analysis.output import KINDS, read_analysis_meta, read_table
 from langneurons.analysis.overlap import Overlap, neuron_overlap
 from langneurons.analysis.sweep import DEFAULT_RATIOS, SelectionSweep, selection_sweep
 
 __all__ = [
-    "DEFAULT_RATIOS", "KINDS", "Dominance", "LayerDistribution", "MethodComparison", "Overlap", "SelectionSweep",
+    "DEFAULT_RATIOS", "KINDS", "Dominance", "LayerDistribution", "LinguaFranca", "lingua_franca", "MethodComparison", "Overlap", "SelectionSweep",
     "SentenceSimilarity", "compare_neuron_sets", "dominance_scores", "language_dominance", "layer_distribution",
     "mean_ses", "neuron_overlap", "pairwise_ses", "read_analysis_meta", "read_table", "selection_sweep",
     "sentence_embeddings", "sentence_similarity",

@@ -1,7 +1,8 @@
 """``langneurons identify``: select language-specific neurons (or parameters) with a registered method.
 
 The method's declared ``consumes`` says which inputs it needs: ``activation_stats`` reads ``--stats``,
-``models`` reads ``--base`` and ``--finetuned`` (parameter variation); :data:`DATA_LOADERS` maps each to the
+``models`` reads ``--base`` and ``--finetuned`` (parameter variation), ``pooled_vectors`` reads ``--vectors``
+(key regions); :data:`DATA_LOADERS` maps each to the
 function that builds the method's input from the arguments (a method consuming something new adds one).
 """
 
@@ -14,12 +15,15 @@ def add_parser(subparsers) -> None:
     from langneurons.cli._common import add_force_option, add_list_option
 
     parser = subparsers.add_parser(
-        "identify", help="select language-specific neurons (lape, lave, lap, random) or parameters (pv)",
+        "identify", help="select language-specific neurons (lape, lave, lap, random, key_regions) or parameters (pv)",
         description="Fit an identification method on recorded statistics (or, for pv, on a base and "
                     "fine-tuned models) and write the neuron set (or parameter set).",
     )
     parser.add_argument("--stats", default=None, help="statistics directory written by `langneurons record`")
-    parser.add_argument("--method", default="lape", help="lape, lave, lap, random, or pv (parameter variation)")
+    parser.add_argument("--vectors", default=None,
+                        help="key_regions: pooled vectors written by `langneurons lingua-franca --save-vectors`")
+    parser.add_argument("--method", default="lape",
+                        help="lape, lave, lap, random, key_regions (on --vectors), or pv (parameter variation)")
     parser.add_argument("--base", default=None, help="pv: the base model (path or hub id)")
     add_list_option(parser, "--finetuned", "pv: one model fine-tuned on each language, e.g. --finetuned en=A zh=B",
                     default=[], metavar="LANG=PATH", split_commas=False)
@@ -58,6 +62,36 @@ def _check_stats_args(args: argparse.Namespace) -> None:
                                f"{args.method}")
     if not args.stats:
         raise LangNeuronsError(f"--method {args.method} needs --stats (a directory written by `langneurons record`)")
+    if args.vectors:
+        raise LangNeuronsError(f"--vectors is for methods that consume pooled vectors (key_regions), not {args.method}")
+
+
+def _check_vectors_args(args: argparse.Namespace) -> None:
+    from langneurons.errors import LangNeuronsError
+
+    if not args.vectors:
+        raise LangNeuronsError(f"--method {args.method} needs --vectors (pooled vectors written by "
+                               "`langneurons lingua-franca --save-vectors`)")
+    if args.stats or args.base or args.finetuned:
+        raise LangNeuronsError(f"--method {args.method} works on --vectors, not on --stats / --base / --finetuned")
+
+
+def _load_vectors(args: argparse.Namespace):
+    from langneurons.cli._common import parse_langs
+    from langneurons.stats.pooled import PooledVectors, load_pooled
+
+    vectors = load_pooled(args.vectors)
+    langs = parse_langs(args.langs)
+    if not langs:
+        return vectors
+    missing = [lang for lang in langs if lang not in vectors.languages]
+    if missing:
+        from langneurons.errors import LangNeuronsError
+
+        raise LangNeuronsError(f"pooled vectors have no language(s) {', '.join(missing)} "
+                               f"(have {', '.join(vectors.languages)})")
+    index = [vectors.languages.index(lang) for lang in langs]
+    return PooledVectors(langs, vectors.vectors[index], vectors.mode, vectors.meta)
 
 
 def _load_stats(args: argparse.Namespace):
@@ -96,6 +130,7 @@ def _load_models(args: argparse.Namespace):
 #: what a method consumes -> (check the arguments, inputs {flag: path} for the output checks, build the data)
 DATA_LOADERS = {
     "activation_stats": (_check_stats_args, lambda args: {"--stats": args.stats}, _load_stats),
+    "pooled_vectors": (_check_vectors_args, lambda args: {"--vectors": args.vectors}, _load_vectors),
     "models": (_check_model_args,
                lambda args: {"--base": args.base, "--finetuned": [item.partition("=")[2] for item in args.finetuned]},
                _load_models),

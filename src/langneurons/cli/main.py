@@ -33,6 +33,7 @@ COMMAND_MODULES = [
     "generate",
     "steer",
     "analyze",
+    "lingua_franca",
     "compare",
     "report",
     "demo",

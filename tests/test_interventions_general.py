@@ -344,3 +344,29 @@ def test_bad_edits_fail_with_one_line_errors(llama):
             pass
     with pytest.raises(LangNeuronsError, match="disagree on the number of rows"):
         ln.Scale(neurons, value={"ffn.act": torch.ones(3, 2, 64), "attn.q": 1.0}, rows=["a", "b"])
+
+
+@pytest.mark.parametrize("family", ["opt", "gpt2"])
+def test_per_row_last_token_edits_on_flattened_and_absolute_position_families(family):
+    """OPT's FFN flattens its site tensor to [B * T, W]; per-row, last-token edits must still hit each row's own
+    last real token under left padding, as running each row alone does."""
+    import langneurons as ln
+    from langneurons.data.batching import forward_kwargs, pad_rows
+    from langneurons.model.sites import locate_site
+    from langneurons.testbed.tiny import tiny_model
+
+    model = tiny_model(family)
+    width = locate_site(model, "ffn.act").width
+    sets = ln.NeuronSet({"a": [torch.tensor([1, 2]), torch.tensor([3])],
+                         "b": [torch.tensor([4]), torch.tensor([5, 6])]}, 2, width)
+    rows = [[5, 6, 7, 8, 9], [10, 11, 12]]
+    ids, mask = pad_rows(rows, 0, side="left")
+    with torch.no_grad():
+        with ln.intervene(model, [ln.NeuronEdit(sets, kind="zero", rows=["a", "b"], positions="last")]):
+            batched = model(input_ids=ids, **forward_kwargs(model, mask)).logits[:, -1]
+        for row, (tokens, lang) in enumerate(zip(rows, "ab")):
+            with ln.intervene(model, [ln.NeuronEdit(sets, lang, kind="zero", positions="last")]):
+                alone = model(input_ids=torch.tensor([tokens])).logits[0, -1]
+            plain = model(input_ids=torch.tensor([tokens])).logits[0, -1]
+            assert torch.allclose(batched[row], alone, atol=1e-5)
+            assert not torch.allclose(plain, alone, atol=1e-4)  # the edit did something

@@ -106,3 +106,28 @@ def test_several_sites_pooled_in_one_pass(parallel_dir, tokenizer):
         one = record_pooled(model, parallel_dir, site=site, mode="last", batch_size=4, tokenizer=tokenizer,
                             padding_side="left", progress=False)
         assert torch.equal(both[site].vectors, one.vectors) and both[site].meta["site"] == site
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_opt_pooled_last_and_mean_equal_unpadded_runs(tokenizer, side):
+    """OPT hands its FFN site a flattened [B * T, W] tensor; pooling must still be per row."""
+    from langneurons.model.sites import locate_site, site_hooks
+    from langneurons.recording.pooled import record_pooled
+    from langneurons.testbed.tiny import tiny_model
+
+    model = tiny_model("opt", vocab_size=300)
+    texts = {"aa": ["abc def ghi jkl", "ab"], "bb": ["абв где", "абвгд ежз ик абв"]}
+    site_map = locate_site(model, "ffn.act")
+    for mode in ("last", "mean"):
+        pooled = record_pooled(model, texts, mode=mode, tokenizer=tokenizer, batch_size=4, padding_side=side,
+                               progress=False)
+        for k, lang in enumerate(texts):
+            for s, text in enumerate(texts[lang]):
+                ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])
+                seen = {}
+                with torch.no_grad(), site_hooks(site_map, lambda layer, t: seen.__setitem__(layer, t.clone())):
+                    model(input_ids=ids)
+                for layer in range(site_map.num_layers):
+                    acts = seen[layer].reshape(ids.shape[1], -1)
+                    expected = acts[-1] if mode == "last" else acts.mean(0)
+                    assert torch.allclose(pooled.vectors[k, s, layer], expected, atol=1e-5), (mode, lang, s, layer)

@@ -21,6 +21,10 @@ from langneurons.analysis import (
 )
 from langneurons.model.architectures import ArchitectureSpec, register_architecture, registered_model_types
 from langneurons.errors import LangNeuronsError
+from langneurons.data.parallel import ParallelCorpus, load_parallel_corpus
+from langneurons.errors import LangNeuronsWarning
+from langneurons.evaluation.tasks import Task, TaskItem, evaluate_task, load_task, task_accuracy
+from langneurons.recording.pooled import record_pooled
 from langneurons.evaluation.generation import Condition, GenerationSettings, generate_texts, generate_unconditional, read_prompts
 from langneurons.interventions.edits import Add, NeuronEdit, Raise, Scale, SetValue, Zero
 from langneurons.interventions.neurons import Activate, Deactivate, activate, deactivate, intervene
@@ -54,6 +58,8 @@ __all__ = [
     "registered_model_types", "save_reference_masks",
     "ModelGeometry", "model_geometry", "write_vectors", "AttentionInputs", "attention_site", "capture_attention",
     "supports_attention_capture", "LayerLens", "layer_logit_lens", "logit_lens",
+    "LangNeuronsWarning", "ParallelCorpus", "load_parallel_corpus", "record_pooled", "Task", "TaskItem",
+    "evaluate_task", "load_task", "task_accuracy",
     "NeuronEdit", "Zero", "SetValue", "Raise", "Scale", "Add",
 ]
 

@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "merge",
     "identify",
     "perplexity",
+    "task",
     "masks",
     "pv",
     "generate",

@@ -16,18 +16,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
 from langneurons.sets.output import Figure, Output, Table, read_output_meta, read_table, register_kind
 from langneurons.data.corpus import PackedCorpus, default_seq_len, load_corpus
 from langneurons.errors import LangNeuronsError
+from langneurons.evaluation.logprobs import sequence_nll
 from langneurons.interventions.neurons import deactivate
 from langneurons.model.loading import LoadedModel, as_loaded
 from langneurons.methods.baselines import random_like
 from langneurons.sets.neuronset import NeuronSet
-from langneurons.model.sites import input_device, locate_site
+from langneurons.model.sites import locate_site
 
 SCHEMA_VERSION = 1
 KIND = register_kind("perplexity_matrix", SCHEMA_VERSION, "rows conditions, columns evaluated languages")
@@ -36,19 +36,19 @@ _OWN_KEYS = ("conditions", "languages", "tokens")
 
 
 @torch.inference_mode()
-def corpus_nll(model: nn.Module, windows: torch.Tensor, batch_size: int = 8, bar: tqdm | None = None
-               ) -> tuple[float, int]:
-    """Summed NLL (nats) and number of predicted tokens over windows ``long[n, seq]``."""
-    device = input_device(model)
+def corpus_nll(model: nn.Module, windows: torch.Tensor, batch_size: int = 8, bar: tqdm | None = None,
+               chunk_size: int | None = None) -> tuple[float, int]:
+    """Summed NLL (nats) and number of predicted tokens over windows ``long[n, seq]``.
+
+    The LM head and the log-softmax run on ``chunk_size`` positions at a time
+    (:func:`langneurons.evaluation.logprobs.sequence_nll`), so the full logits are never held.
+    """
     total, count = 0.0, 0
     for start in range(0, windows.shape[0], batch_size):
-        batch = windows[start : start + batch_size].to(device)
-        logits = model(input_ids=batch, use_cache=False).logits
-        targets = batch[:, 1:].to(logits.device)
-        loss = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                               reduction="sum")
-        total += float(loss)
-        count += targets.numel()
+        batch = windows[start : start + batch_size]
+        nll, tokens = sequence_nll(model, batch, chunk_size=chunk_size)
+        total += float(nll.sum())
+        count += int(tokens.sum())
         if bar is not None:
             bar.update(int(batch.numel()))
     return total, count

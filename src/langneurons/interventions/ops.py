@@ -77,6 +77,18 @@ class Op:
         return self._cache[key]
 
 
+def stack_module(model: nn.Module) -> nn.Module:
+    """The parent of the decoder-layer list (falls back to the base model or the model itself)."""
+    from langneurons.model.architectures import get_submodule, resolve_architecture
+
+    try:
+        path = resolve_architecture(model).layers
+    except LangNeuronsError:
+        path = ""
+    parent = get_submodule(model, path.rpartition(".")[0]) if "." in path else None
+    return parent if parent is not None else (getattr(model, "base_model", None) or model)
+
+
 def _cache_length(cache: Any) -> int:
     if cache is None:
         return 0
@@ -92,6 +104,7 @@ class PositionState:
 
     def __init__(self) -> None:
         self.mask: torch.Tensor | None = None
+        self.shape: tuple[int, int] | None = None  # (batch, positions) of the current forward
         self.cached = self.opaque = False
         self._masks: dict = {}
         self._signature: inspect.Signature | None = None
@@ -106,16 +119,21 @@ class PositionState:
                 pass
         cache = kwargs.get("cache", kwargs.get("past_key_values"))
         mask = kwargs.get("attention_mask")
+        ids = kwargs.get("input_ids")
+        ids = kwargs.get("inputs_embeds") if ids is None else ids
+        self.shape = tuple(ids.shape[:2]) if isinstance(ids, torch.Tensor) and ids.dim() >= 2 else None
         self.mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
         self.opaque = mask is not None and self.mask is None  # a 4D / dict mask: no last token to read
         self.cached = _cache_length(cache) > 0
         self._masks = {}
 
     def post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
-        self.mask, self.cached, self.opaque, self._masks = None, False, False, {}
+        self.mask, self.shape, self.cached, self.opaque, self._masks = None, None, False, False, {}
 
     def attach(self, model: nn.Module) -> list:
-        body = getattr(model, "base_model", None) or model
+        """Hook the module that runs the decoder layers (it gets the ids, the 2D mask and the cache in every
+        family: ``model.model`` for Llama, ``model.model.decoder`` for OPT, whose top module skips OPTModel)."""
+        body = stack_module(model)
         return [body.register_forward_pre_hook(self.pre_hook, with_kwargs=True),
                 body.register_forward_hook(self.post_hook, with_kwargs=True)]
 
@@ -161,6 +179,10 @@ def _new(kind: str, old: torch.Tensor, values: torch.Tensor | None) -> torch.Ten
 
 def apply_op(op: Op, x: torch.Tensor, state: PositionState | None) -> torch.Tensor:
     """``x[..., width]`` with ``op`` applied (a new tensor; ``x`` itself is not written)."""
+    shape = getattr(state, "shape", None)
+    if x.dim() == 2 and shape is not None and x.shape[0] == shape[0] * shape[1] and (
+            op.per_row or op.positions == "last"):  # a flattened [B * T, W] site tensor (OPT's FFN)
+        return apply_op(op, x.view(*shape, x.shape[-1]), state).view(x.shape)
     if (op.per_row or op.positions == "last") and x.dim() != 3:
         raise LangNeuronsError(f"per-row edits and positions='last' need a site tensor [batch, positions, width], "
                                f"got {tuple(x.shape)}")

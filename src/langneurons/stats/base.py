@@ -78,6 +78,16 @@ class BatchInfo:
         return _last_index(self.token_mask, seq_len, batch_size)
 
 
+def as_rows(activations: torch.Tensor, batch_size: int, seq_len: int) -> torch.Tensor:
+    """``[batch, seq, width]`` view of a site's tensor (OPT's FFN flattens it to ``[batch * seq, width]``)."""
+    if activations.dim() == 3 and tuple(activations.shape[:2]) == (batch_size, seq_len):
+        return activations
+    if activations.numel() != batch_size * seq_len * activations.shape[-1]:
+        raise LangNeuronsError(f"site tensor of shape {tuple(activations.shape)} does not fit a batch of "
+                               f"{batch_size} x {seq_len} positions")
+    return activations.reshape(batch_size, seq_len, activations.shape[-1])
+
+
 class SiteStatistic(Protocol):
     """A streaming statistic fed by the recorder (``sites``: the sites it needs)."""
 

@@ -31,7 +31,7 @@ from langneurons.sets.artefacts import (
     write_artefact,
     write_json,
 )
-from langneurons.stats.base import BatchInfo
+from langneurons.stats.base import BatchInfo, as_rows
 
 KIND = "pooled_vectors"
 #: 2: ``meta["storage"]``, and memory-mapped vectors in ``vectors.npy``; version-1 artefacts still load.
@@ -137,12 +137,13 @@ class PooledVectors:
         if unknown:
             raise LangNeuronsError(f"language {unknown[0]!r} is not one of {self.languages}")
         self._batch = batch
+        self._shape = (batch_size, seq_len)
         self._rows = torch.tensor([self.languages.index(lang) for lang in rows], dtype=torch.long)
 
     def update(self, layer: int, activations: torch.Tensor, site: str | None = None) -> None:
         """Pool ``activations[batch, seq, width]`` of ``layer`` per row and store them at (row language, sample)."""
         batch = self._batch
-        acts = activations.float()
+        acts = as_rows(activations, *self._shape).float()
         size, length = acts.shape[:2]
         if self.mode == "last":
             last = batch.last_positions(size, length).to(acts.device)
@@ -152,7 +153,7 @@ class PooledVectors:
                 mask = torch.ones((size, length), dtype=torch.bool, device=acts.device)
             else:
                 mask = batch.token_mask.to(acts.device)
-            pooled = (acts * mask.unsqueeze(-1)).sum(1)
+            pooled = torch.where(mask.unsqueeze(-1), acts, acts.new_zeros(())).sum(1)
             if self.mode == "mean":
                 pooled = pooled / mask.sum(1, keepdim=True).clamp_min(1)
         self.vectors[self._rows, batch.sample_ids.cpu(), layer] = pooled.to(self.vectors.device, self.vectors.dtype)

@@ -1,0 +1,92 @@
+"""``langneurons task``: task accuracy per language with each language's neurons deactivated."""
+
+from __future__ import annotations
+
+import argparse
+
+from langneurons.cli._common import add_model_options, add_placement_options, check_placement, parse_langs
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "task", help="task accuracy per language (multiple choice / exact match) under neuron deactivation",
+        description="Rows: normal, random, deactivate:X per language; columns: the task's languages. "
+                    "Writes accuracy.csv, items.jsonl and meta.json. See docs/tasks.md.",
+    )
+    add_model_options(parser)
+    parser.add_argument("--task", required=True,
+                        help="a .jsonl / .tsv task file, or a named task: cloze, mgsm, xquad, mpararel")
+    parser.add_argument("--data", default=None,
+                        help="data folder of the named tasks (default: $LANGNEURONS_DATA, else ../shared/data)")
+    parser.add_argument("--langs", default=None, help="comma-separated languages (default: every language of the task)")
+    parser.add_argument("--limit", type=int, default=None, help="at most this many items per language")
+    parser.add_argument("--metric", default=None, choices=["choice", "first_token", "greedy", "numeric"],
+                        help="how to score (default: the task's own; for a file: choice with options, else greedy)")
+    parser.add_argument("--normalization", default=None, choices=["sum", "token", "char"],
+                        help="multiple choice: rank options by summed log-likelihood, per token, or per character "
+                             "(default: char)")
+    parser.add_argument("--space", default=None, choices=["auto", "yes", "no"],
+                        help="leading space before a continuation (default auto: by language; none for zh, ja, th...)")
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="greedy / numeric: tokens to generate")
+    parser.add_argument("--neurons", default=None, help="neuron set (without it: only the normal row)")
+    parser.add_argument("--deactivate", default=None,
+                        help="comma-separated languages whose neurons get a row (default: every language of the set)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random row")
+    parser.add_argument("--no-random", action="store_true", help="skip the random row")
+    parser.add_argument("--batch-size", type=int, default=8, help="rows per forward pass")
+    parser.add_argument("--chunk-size", type=int, default=None,
+                        help="positions per chunk of the LM head (default: 2**26 logits per chunk)")
+    parser.add_argument("--out", required=True, help="output directory")
+    add_placement_options(parser)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def task_settings(args: argparse.Namespace) -> dict:
+    settings: dict = {}
+    if args.normalization is not None:
+        settings["normalization"] = args.normalization
+    if args.space is not None and args.space != "auto":
+        settings["space"] = args.space == "yes"
+    if args.max_new_tokens is not None:
+        settings["max_new_tokens"] = args.max_new_tokens
+    return settings
+
+
+def run(args: argparse.Namespace) -> int:
+    from langneurons.cli._common import load_model_from_args
+    from langneurons.errors import LangNeuronsError
+    from langneurons.evaluation.tasks import load_task, task_accuracy
+    from langneurons.sets.artefacts import check_writable
+
+    check_placement(args)
+    check_writable(args.out)
+    task = load_task(args.task, data=args.data, langs=parse_langs(args.langs), limit=args.limit, metric=args.metric,
+                     **task_settings(args))
+    task.validate()
+    neurons = None
+    if args.neurons:
+        from langneurons.sets.neuronset import load_neurons
+
+        neurons = load_neurons(args.neurons)  # fail fast before loading the model
+        if args.site != "ffn.act" and args.site != neurons.site:
+            raise LangNeuronsError(f"--site {args.site} differs from the neuron set's site {neurons.site}")
+    elif args.deactivate:
+        raise LangNeuronsError("--deactivate needs --neurons")
+    loaded = load_model_from_args(args)
+    result = task_accuracy(loaded, task, neurons, deactivate_languages=parse_langs(args.deactivate),
+                           include_random=not args.no_random, random_seed=args.seed, batch_size=args.batch_size,
+                           chunk_size=args.chunk_size, progress=not args.no_progress)
+    result.save(args.out)
+    print(format_accuracy(result))
+    print(f"wrote {args.out}/accuracy.csv, items.jsonl, meta.json")
+    return 0
+
+
+def format_accuracy(result) -> str:
+    """The accuracy table as aligned text."""
+    width = max(10, *(len(c) for c in result.conditions))
+    lines = [f"{result.task} ({result.metric})".ljust(width) + "".join(f"{lang:>8}" for lang in result.languages)]
+    for condition, row in zip(result.conditions, result.accuracy.tolist()):
+        lines.append(condition.ljust(width) + "".join(f"{value:>8.3f}" for value in row))
+    return "\n".join(lines)

@@ -1,0 +1,205 @@
+"""Task accuracy per condition and language, in the layout of the perplexity matrix.
+
+Rows are conditions (``normal``, ``random``, ``deactivate:X``, or any name an ``edit`` understands), columns
+the task's languages; each entry is the share of that language's items scored right. Every condition but
+``normal`` runs inside ``edit(condition, lang, column)``, a callable returning a context manager that changes
+the forward pass reversibly (the same contract as
+:func:`langneurons.evaluation.perplexity.evaluate_conditions`), so any intervention works.
+
+On disk (:meth:`TaskResult.save`): ``accuracy.csv`` (``condition,<lang>,...``), ``items.jsonl`` (one line per
+condition and item: id, language, correct, prediction, details) and ``meta.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from langneurons.errors import LangNeuronsError
+from langneurons.evaluation.tasks.items import Task
+from langneurons.evaluation.tasks.scoring import BatchContext, ItemScore, score_items
+from langneurons.sets.artefacts import atomic_directory, sidecar, write_json
+
+KIND = "task_accuracy"
+SCHEMA_VERSION = 1
+
+Edit = Callable[[str, str, int], AbstractContextManager]
+
+
+@dataclass
+class TaskResult:
+    """``accuracy float64[len(conditions), len(languages)]``, item counts per language, and every item's score."""
+
+    task: str
+    metric: str
+    conditions: list[str]
+    languages: list[str]
+    accuracy: torch.Tensor
+    counts: dict[str, int]
+    items: dict[str, list[ItemScore]] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def row(self, condition: str) -> torch.Tensor:
+        return self.accuracy[self.conditions.index(condition)]
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``accuracy.csv``, ``items.jsonl`` and ``meta.json`` atomically."""
+        with atomic_directory(directory) as staging:
+            with open(staging / "accuracy.csv", "w", newline="") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(["condition", *self.languages])
+                for condition, values in zip(self.conditions, self.accuracy.tolist()):
+                    writer.writerow([condition, *(f"{value:.6f}" for value in values)])
+            with open(staging / "items.jsonl", "w", encoding="utf-8") as handle:
+                for condition, scores in self.items.items():
+                    for score in scores:
+                        handle.write(json.dumps({"condition": condition, **asdict(score)}, ensure_ascii=False) + "\n")
+            meta = {"task": self.task, "metric": self.metric, "conditions": self.conditions,
+                    "languages": self.languages, "counts": self.counts, **self.meta}
+            write_json(staging / "meta.json", sidecar(KIND, SCHEMA_VERSION, meta))
+        return Path(directory)
+
+
+def load_task_result(directory: str | Path) -> TaskResult:
+    """Read a result written by :meth:`TaskResult.save`."""
+    root = Path(directory)
+    try:
+        meta = json.loads((root / "meta.json").read_text())
+        with open(root / "accuracy.csv", newline="") as handle:
+            rows = list(csv.reader(handle))
+        lines = (root / "items.jsonl").read_text(encoding="utf-8").splitlines()
+    except (OSError, ValueError) as exc:
+        raise LangNeuronsError(f"{str(root)!r} is not a task result: {exc}") from None
+    if meta.get("kind") != KIND:
+        raise LangNeuronsError(f"{str(root)!r} holds a {meta.get('kind')!r} artefact, expected {KIND!r}")
+    accuracy = torch.tensor([[float(v) for v in row[1:]] for row in rows[1:]], dtype=torch.float64)
+    items: dict[str, list[ItemScore]] = {}
+    for line in lines:
+        data = json.loads(line)
+        items.setdefault(data.pop("condition"), []).append(ItemScore(**data))
+    skip = {"task", "metric", "conditions", "languages", "counts"}
+    return TaskResult(meta["task"], meta["metric"], [row[0] for row in rows[1:]], rows[0][1:], accuracy,
+                      meta.get("counts", {}), items, {k: v for k, v in meta.items() if k not in skip})
+
+
+def _units(task: Task) -> int:
+    return sum(len(item.options) for item in task.items) if task.metric == "choice" else len(task.items)
+
+
+def accuracy_by_normalization(result: TaskResult) -> dict[str, dict[str, dict[str, float]]]:
+    """For a choice task: ``{normalization: {condition: {lang: accuracy}}}`` for sum, token and char."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for name in ("sum", "token", "char"):
+        for condition, scores in result.items.items():
+            for lang in result.languages:
+                mine = [s for s in scores if s.language == lang]
+                value = sum(bool(s.details.get(f"correct_{name}")) for s in mine) / max(1, len(mine))
+                out.setdefault(name, {}).setdefault(condition, {})[lang] = value
+    return out
+
+
+def evaluate_task(loaded: Any, task: Task, conditions: Sequence[str] = ("normal",), edit: Edit | None = None,
+                  batch_size: int = 8, chunk_size: int | None = None, progress: bool = True,
+                  batch_edit: Callable[[str, list], AbstractContextManager] | None = None) -> TaskResult:
+    """Score every item of ``task`` under every condition; ``loaded`` is a :class:`LoadedModel` (model + tokenizer).
+
+    ``edit(condition, lang, column)`` opens the intervention of a condition for one language's items;
+    ``batch_edit(condition, row_items)``, when given, is opened around each forward batch instead (per-row
+    interventions: row ``i`` of the batch scores ``row_items[i]``). ``normal`` runs the model as it is.
+    """
+    task.validate()
+    conditions = list(conditions)
+    if len(set(conditions)) != len(conditions):
+        raise LangNeuronsError(f"conditions repeat: {conditions}")
+    if any(c != "normal" for c in conditions) and edit is None and batch_edit is None:
+        raise LangNeuronsError("conditions other than 'normal' need an edit")
+    model, tokenizer = loaded.model, loaded.tokenizer
+    languages = task.languages
+    accuracy = torch.zeros(len(conditions), len(languages), dtype=torch.float64)
+    items: dict[str, list[ItemScore]] = {}
+    with tqdm(total=_units(task) * len(conditions), disable=not progress, dynamic_ncols=True, unit="row") as bar:
+        for r, condition in enumerate(conditions):
+            items[condition] = []
+            for c, lang in enumerate(languages):
+                bar.set_description(f"{task.name} {condition}->{lang}")
+                normal = condition == "normal"
+                per_batch: BatchContext | None = None
+                if batch_edit is not None and not normal:
+                    per_batch = lambda rows, condition=condition: batch_edit(condition, rows)  # noqa: E731
+                opened = nullcontext() if normal or per_batch is not None else edit(condition, lang, c)
+                with opened:
+                    scores = score_items(model, tokenizer, task, task.by_language(lang), batch_size, chunk_size,
+                                         per_batch, bar)
+                accuracy[r, c] = sum(s.correct for s in scores) / len(scores)
+                items[condition].extend(scores)
+    counts = {lang: len(task.by_language(lang)) for lang in languages}
+    meta = {**(loaded.provenance() if hasattr(loaded, "provenance") else {}), "task_settings": task.describe(),
+            "parameters": {"batch_size": batch_size, "chunk_size": chunk_size}}
+    result = TaskResult(task.name, task.metric, conditions, languages, accuracy, counts, items, meta)
+    if task.metric == "choice":
+        result.meta["accuracy_by_normalization"] = accuracy_by_normalization(result)
+    return result
+
+
+def neuron_conditions(loaded: Any, neurons: Any, deactivate_languages: Sequence[str] | None = None,
+                      include_random: bool = True, random_seed: int = 0) -> tuple[list[str], Edit, dict[str, Any]]:
+    """Conditions ``normal``, ``random``, ``deactivate:X`` for a neuron set, their ``edit`` and their provenance.
+
+    As in the perplexity matrix, the ``random`` row deactivates, for column ``lang``, a seeded random set as
+    large as ``lang``'s own (or, for a language the set does not have, the sets in turn).
+    """
+    from langneurons.evaluation.perplexity import random_language
+    from langneurons.interventions.neurons import deactivate
+    from langneurons.methods.baselines import random_like
+    from langneurons.model.sites import locate_site
+
+    site_map = locate_site(loaded.model, neurons.site)
+    neurons.check_shape(site_map.num_layers, site_map.width, what=f"model {loaded.name!r}")
+    rows = list(deactivate_languages) if deactivate_languages is not None else list(neurons.languages)
+    for lang in rows:
+        neurons.layers(lang)  # clear error for an unknown language
+    random_set = random_like(neurons, seed=random_seed) if include_random else None
+
+    def edit(condition: str, lang: str, column: int) -> AbstractContextManager:
+        if condition == "random":
+            return deactivate(loaded.model, random_set, random_language(random_set.languages, lang, column),
+                              site_map=site_map)
+        if condition.startswith("deactivate:"):
+            return deactivate(loaded.model, neurons, condition.split(":", 1)[1], site_map=site_map)
+        raise LangNeuronsError(f"unknown condition {condition!r}")
+
+    conditions = ["normal"] + (["random"] if include_random else []) + [f"deactivate:{lang}" for lang in rows]
+    meta = {"site": neurons.site,
+            "neurons": {"method": neurons.method, "parameters": neurons.parameters, "sizes": neurons.sizes(),
+                        "source": neurons.source},
+            "random": {"seed": random_seed, "sizes": random_set.sizes() if random_set else None}}
+    return conditions, edit, meta
+
+
+def task_accuracy(model: Any, task: Task, neurons: Any = None, deactivate_languages: Sequence[str] | None = None,
+                  include_random: bool = True, random_seed: int = 0, batch_size: int = 8,
+                  chunk_size: int | None = None, tokenizer: Any = None, progress: bool = True, **load: Any
+                  ) -> TaskResult:
+    """:func:`evaluate_task` with the neuron-set conditions (just ``normal`` without ``neurons``).
+
+    ``model`` is a path / hub id (``load`` goes to :func:`langneurons.model.loading.as_loaded`), a model with
+    ``tokenizer``, or a :class:`LoadedModel`.
+    """
+    from langneurons.model.loading import as_loaded
+
+    loaded = as_loaded(model, tokenizer, **load)
+    if neurons is None:
+        conditions, edit, meta = ["normal"], None, {}
+    else:
+        conditions, edit, meta = neuron_conditions(loaded, neurons, deactivate_languages, include_random, random_seed)
+    result = evaluate_task(loaded, task, conditions, edit, batch_size, chunk_size, progress)
+    result.meta.update(meta)
+    return result

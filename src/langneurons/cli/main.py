@@ -32,6 +32,7 @@ COMMAND_MODULES = [
     "generate",
     "steer",
     "analyze",
+    "plnd",
     "compare",
     "report",
     "demo",

@@ -71,14 +71,19 @@ def identify_neurons(args: argparse.Namespace, loaded: Any = None, importance_ou
         langs = parse_langs(args.langs)
         stats = stats.select_languages(langs) if langs else stats
     else:
-        from langneurons.recording.importance import plnd_inputs, record_importance
+        from langneurons.methods.plnd import plnd_widths
+        from langneurons.recording.importance import check_corpus, plnd_inputs, record_importance
 
         if not args.corpus:
             raise LangNeuronsError("plnd identify needs --corpus (or --importance from an earlier run)")
+        check_corpus(args.corpus, parse_langs(args.langs), args.lines)
+        parse_memory(args.memory)
         loaded = loaded or _load(args)
+        structures = tuple(s.strip() for s in args.structures.split(",") if s.strip())
+        for structure, width in plnd_widths(loaded.model, structures).items():
+            method._rule(structure, width)  # a top-k larger than a width fails before the recording
         inputs = plnd_inputs(loaded.tokenizer, args.corpus, parse_langs(args.langs), args.max_inputs,
                              args.max_length, args.mode, args.add_bos, args.lines)
-        structures = tuple(s.strip() for s in args.structures.split(",") if s.strip())
         stats = record_importance(loaded, inputs, batch_size=args.plnd_batch_size, structures=structures,
                                   ffn_score=args.ffn_score, memory_bytes=parse_memory(args.memory),
                                   compute_dtype=_dtype(args.compute_dtype), progress=not args.no_progress)
@@ -136,21 +141,28 @@ def eval_corpus(tokenizer: Any, model: Any, directory: str, langs: list[str] | N
     return PackedCorpus(windows, files, length, max_tokens)
 
 
-def deactivation(args: argparse.Namespace, loaded: Any, neurons: Any):
+def deactivation_plan(args: argparse.Namespace, neurons: Any):
+    """The bands and conditions (checked before any model is loaded)."""
     from langneurons.analysis.mwork import layer_bands, plan_deactivation
+
+    settings = parse_settings(args.settings)
+    if not args.eval_corpus and not args.task:
+        raise LangNeuronsError("plnd deactivate needs --eval-corpus or --task")
+    bands = layer_bands(neurons.num_layers, args.understanding, args.generation, args.task_solving)
+    return plan_deactivation(neurons, bands, settings, checks=() if args.no_checks else (
+        "no_en_overlap", "no_shared"), check_setting=args.check_setting, english=args.english, seed=args.seed)
+
+
+def deactivation(args: argparse.Namespace, loaded: Any, neurons: Any, plan: Any = None):
     from langneurons.analysis.mwork_results import mwork_deactivation
 
-    bands = layer_bands(neurons.num_layers, args.understanding, args.generation, args.task_solving)
-    plan = plan_deactivation(neurons, bands, parse_settings(args.settings), checks=() if args.no_checks else (
-        "no_en_overlap", "no_shared"), check_setting=args.check_setting, english=args.english, seed=args.seed)
+    plan = plan or deactivation_plan(args, neurons)
     langs = parse_langs(getattr(args, "eval_langs", None) or args.langs)
     packed = None
     if args.eval_corpus:
         packed = eval_corpus(loaded.tokenizer, loaded.model, args.eval_corpus, langs, args.eval_lines, args.seq_len,
                              args.max_tokens)
     tasks = [_task(args, name, langs or neurons.languages) for name in args.task]
-    if packed is None and not tasks:
-        raise LangNeuronsError("plnd deactivate needs --eval-corpus or --task")
     return mwork_deactivation(loaded, plan, neurons, packed, tasks, langs, args.english, args.batch_size,
                               not args.no_progress)
 
@@ -169,7 +181,8 @@ def run_deactivate(args: argparse.Namespace) -> int:
     prepare_outputs(args, {"--out": args.out}, {"--model": args.model, "--neurons": args.neurons,
                                                 "--eval-corpus": args.eval_corpus})
     neurons = load_neurons(args.neurons)
-    result = deactivation(args, _load(args), neurons)
+    plan = deactivation_plan(args, neurons)
+    result = deactivation(args, _load(args), neurons, plan)
     result.save(args.out)
     print(format_deltas(result))
     print(f"wrote {args.out}")
@@ -239,6 +252,9 @@ def run_paper(args: argparse.Namespace) -> int:
                     {"--model": args.model, "--corpus": args.corpus, "--eval-corpus": args.eval_corpus,
                      "--prompts": args.prompts})
     args.importance = None
+    parse_settings(args.settings)
+    if not args.eval_corpus and not args.task:
+        raise LangNeuronsError("plnd paper needs --eval-corpus or --task")
     loaded = _load(args)
     neurons, _ = identify_neurons(args, loaded, importance_out=str(parts["importance"]))
     neurons.save(parts["plnd.neurons"])

@@ -273,6 +273,17 @@ class PLNDFeeder:
         return attention_importance(inputs, g, self.memory_bytes - held, structures)
 
 
+def plnd_widths(model: nn.Module, structures: tuple[str, ...] = STRUCTURES) -> dict[str, int]:
+    """Neurons per layer of each structure: ``d_ff`` for ``ffn``, ``H*D`` for ``attn.q``, ``H_kv*D`` for k and v."""
+    widths = model_geometry(model).widths
+    out = {}
+    for structure in structures:
+        if structure not in STRUCTURES:
+            raise LangNeuronsError(f"unknown PLND structure {structure!r}; choose from {STRUCTURES}")
+        out[structure] = int(locate_site(model, "ffn.down_in").width) if structure == "ffn" else widths[structure[-1]]
+    return out
+
+
 def plnd_importance(model: nn.Module, input_ids: torch.Tensor, structures: tuple[str, ...] = STRUCTURES,
                     ffn_score: str = "paper", memory_bytes: int = DEFAULT_MEMORY,
                     dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:

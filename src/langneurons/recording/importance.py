@@ -53,6 +53,15 @@ def read_lines(path: Path, lines: slice | None) -> list[str]:
     return [line for line in raw if line.strip()]
 
 
+def check_corpus(corpus: str | Path, langs: list[str] | None = None, lines: str | slice | None = None) -> None:
+    """Raise the one-line error of an empty corpus (or line range) before any model is loaded."""
+    span = parse_lines(lines) if not isinstance(lines, slice) else lines
+    for path in find_corpus_files(corpus, langs).values():
+        if not read_lines(path, span):
+            raise LangNeuronsError(f"corpus file {str(path)!r} has no document"
+                                   + (f" in lines {lines}" if span is not None else "") + " (an empty corpus)")
+
+
 @dataclass
 class PLNDInputs:
     """Token ids of every input, per language, and how they were made."""

@@ -114,7 +114,7 @@ def test_chunking_changes_nothing():
 
     g = ln.model_geometry(model)
     tight = fixed_bytes(g.num_heads, g.num_kv_heads, len(IDS), g.head_dim, 8, ("attn.q", "attn.k", "attn.v")) + \
-        chunk_bytes(1, len(IDS), g.head_dim, g.head_dim, 8)
+        chunk_bytes(1, len(IDS), g.head_dim, g.head_dim, 8) + len(IDS) ** 2  # + the bool mask of the input
     small = plnd_importance(model, IDS, dtype=torch.float64, memory_bytes=tight)
     for structure in whole:
         torch.testing.assert_close(small[structure], whole[structure], rtol=1e-6, atol=0)

@@ -250,11 +250,7 @@ class PLNDFeeder:
         query = pick(captured.query)[:, span].to(dtype)
         key = pick(captured.key)[:, span].to(dtype)
         value = pick(captured.value)[:, span].to(dtype)
-        additive = pick(captured.additive_mask(torch.float32))[0][span, span]
-        allowed = additive > torch.finfo(torch.float32).min / 2
-        if bool((additive[allowed] != 0).any()):
-            raise LangNeuronsError(f"model type {g.model_type!r} adds a bias to the attention scores; PLND Q/K/V "
-                                   "importance assumes a plain mask")
+        allowed = _allowed(captured, row, span)
         cos = sin = None
         if g.rotary_dim is not None:
             if captured.cos is None:
@@ -268,9 +264,26 @@ class PLNDFeeder:
         inputs = LayerAttention(query, key, value, allowed, captured.scaling, cos, sin,
                                 captured.kwargs.get("softcap") or None, scales.get("q"), scales.get("k"))
         converted = [t for t in (query, key, value) if t.dtype != captured.query.dtype]
-        held = sum(t.numel() * t.element_size() for t in [*converted, *scales.values()])
+        held = sum(t.numel() * t.element_size() for t in [*converted, *scales.values(), allowed])
         structures = tuple(s for s in ATTENTION if s in self.widths)
         return attention_importance(inputs, g, self.memory_bytes - held, structures)
+
+
+def _allowed(captured: Any, row: int, span: slice) -> torch.Tensor:
+    """``bool[n, n]``: query ``t`` attends key ``s`` among the row's real positions (never a float ``[T, S]`` copy
+    of a causal-only mask); a mask that adds a bias to the scores is refused."""
+    mask, n = captured.attention_mask, span.stop - span.start
+    if mask is None:  # causal only (SDPA without padding)
+        positions = torch.arange(n, device=captured.query.device)
+        return positions[:, None] >= positions[None, :]
+    mask = mask[row if mask.shape[0] > 1 else 0, 0, span, span]
+    if mask.dtype == torch.bool:
+        return mask
+    allowed = mask > torch.finfo(mask.dtype).min / 2
+    if bool(mask.masked_fill(~allowed, 0).ne(0).any()):
+        raise LangNeuronsError("the attention mask adds a bias to the scores; PLND Q/K/V importance assumes a plain "
+                               "mask")
+    return allowed
 
 
 def plnd_widths(model: nn.Module, structures: tuple[str, ...] = STRUCTURES) -> dict[str, int]:

@@ -24,10 +24,12 @@ output. For query head ``h`` reading key/value head ``g = h // (H / H_kv)``, pos
   ``c_i * (Z_raw - scaling Delta_i)`` with ``Delta_i`` from the post-norm ``q~``. A norm over all heads
   (OLMo-2) couples every head; it is refused here (FFN and V importance are unaffected).
 
-"Remove the column and rerun" gives exactly these numbers (tested against brute force). All neurons are
-computed in parallel; memory is bounded by ``memory_bytes`` by chunking query positions and coordinates
-(``[T_chunk, D_chunk, S]`` at a time); the chunk halves when an allocation fails, an input is never
-skipped.
+"Remove the column and rerun" gives exactly these numbers (tested against brute force). The rotation
+``R_t^T`` is read from the model's own rotary (:meth:`ModelGeometry.rotate` probed at each position) as
+``(R_t^T x)[d] = c[t, d] x[d] + s[t, d] x[partner(d)]``, so the removed scores of every coordinate are two fused
+multiply-adds on ``[T_chunk, D, S]`` before the softmax. All neurons are computed in parallel; memory is bounded
+by ``memory_bytes`` by chunking query positions and coordinates; the chunk halves when an allocation fails, an
+input is never skipped.
 """
 
 from __future__ import annotations
@@ -40,10 +42,10 @@ import torch
 from langneurons.errors import LangNeuronsError
 from langneurons.model.geometry import ModelGeometry
 
-#: ``[T_chunk, S, D]`` tensors alive at once while the rotated operand is built (its temporaries)
-_ROTATE_COPIES = 5
-#: ``[T_chunk, S, D_chunk]`` tensors alive at once while the removed scores are softmaxed (scores, softmax, scratch)
-_CHANGE_COPIES = 3
+#: ``[T_chunk, D_chunk, S]`` tensors alive at once (the removed scores, their softmax, the squared change)
+_COPIES = 3
+#: at most this many elements per chunk tensor (cache-sized chunks are faster than the largest that fit)
+WORK_ELEMENTS = 1 << 21
 
 
 @dataclass
@@ -84,29 +86,69 @@ def inverse_rotate(x: torch.Tensor, cos: torch.Tensor | None, sin: torch.Tensor 
     return geometry.rotate(x, cos, -sin)
 
 
+@dataclass
+class Rotation:
+    """``(R_t^T x)[d] = c[t, d] x[d] + s[t, d] x[partner[d]]`` for every position ``t`` (``s is None``: no rotary)."""
+
+    c: torch.Tensor | None
+    s: torch.Tensor | None
+    partner: torch.Tensor | None
+
+    def apply(self, x: torch.Tensor, positions: slice | None = None) -> torch.Tensor:
+        """``R^T x`` of ``x[..., n, D]`` at each of its positions (``positions`` of the tables)."""
+        if self.s is None:
+            return x
+        c, s = (self.c, self.s) if positions is None else (self.c[positions], self.s[positions])
+        return x * c + x.index_select(-1, self.partner) * s
+
+
+def rotation(geometry: ModelGeometry, cos: torch.Tensor | None, sin: torch.Tensor | None, dim: int,
+             dtype: torch.dtype, device: torch.device) -> Rotation:
+    """The :class:`Rotation` of the model's rotary at positions ``cos`` / ``sin`` ``[n, r]``, read from
+    ``geometry.rotate`` by two probes (all ones, then ``1..D``) and checked on a random vector."""
+    if geometry.rotary_dim is None or cos is None:
+        return Rotation(None, None, None)
+    partner = torch.tensor([d if geometry.rotary_partner(d) is None else geometry.rotary_partner(d)
+                            for d in range(dim)], device=device)
+    n = cos.shape[0]
+    ones = torch.ones(1, 1, n, dim, dtype=dtype, device=device)
+    ramp = torch.arange(1, dim + 1, dtype=dtype, device=device).expand(1, 1, n, dim)
+    first, second = (inverse_rotate(x, cos[None], sin[None], geometry)[0, 0] for x in (ones, ramp))
+    index = torch.arange(dim, device=device)
+    moved = (partner != index).to(dtype)
+    gap = (partner - index).to(dtype)
+    s = torch.where(moved > 0, (second - first * (index + 1).to(dtype)) / gap.where(moved > 0, torch.ones_like(gap)),
+                    torch.zeros_like(first))
+    result = Rotation(first - s, s, partner)
+    probe = torch.randn(1, 1, n, dim, generator=torch.Generator().manual_seed(0), dtype=torch.float64).to(device, dtype)
+    if not torch.allclose(result.apply(probe[0, 0]), inverse_rotate(probe, cos[None], sin[None], geometry)[0, 0],
+                          rtol=1e-4, atol=1e-4):
+        raise LangNeuronsError(f"model type {geometry.model_type!r}: its rotary embedding does not pair coordinates "
+                               "as geometry.rotary_partner says; Q/K importance cannot follow it")
+    return result
+
+
 def chunk_bytes(rows: int, positions: int, head_dim: int, coords: int, itemsize: int) -> int:
-    """Peak bytes of one chunk: the rotated operand's construction, or the operand plus the removed scores."""
-    per_row = max(_ROTATE_COPIES * head_dim, head_dim + _CHANGE_COPIES * coords)
-    return rows * positions * per_row * itemsize
+    """Peak bytes of one chunk: the removed scores of ``coords`` coordinates for ``rows`` queries, with scratch."""
+    return rows * positions * (_COPIES * coords + _COPIES) * itemsize
 
 
 def plan_chunks(positions: int, head_dim: int, itemsize: int, memory_bytes: int) -> int:
-    """Query rows per chunk so that :func:`chunk_bytes` fits ``memory_bytes`` (all ``head_dim`` coordinates).
-
-    Raises when not even one row fits (the bound is below the minimum for an input of ``positions`` tokens).
-    """
+    """Query rows per chunk so that :func:`chunk_bytes` fits ``memory_bytes`` (all ``head_dim`` coordinates),
+    at most :data:`WORK_ELEMENTS` per chunk tensor. Raises when not even one row fits."""
     one = chunk_bytes(1, positions, head_dim, head_dim, itemsize)
     if one > memory_bytes:
         raise LangNeuronsError(f"PLND memory bound of {memory_bytes} bytes is below the minimum of {one} bytes for an "
                                f"input of {positions} tokens (head dim {head_dim}); raise memory_bytes")
-    return max(1, min(positions, memory_bytes // one))
+    cache = max(1, WORK_ELEMENTS // (positions * head_dim))
+    return max(1, min(positions, memory_bytes // one, cache))
 
 
 def fixed_bytes(heads: int, kv_heads: int, positions: int, head_dim: int, itemsize: int,
                 structures: tuple[str, ...]) -> int:
-    """Bytes :func:`attention_importance` holds for a whole layer: the pre-rotary queries and keys it rebuilds."""
+    """Bytes :func:`attention_importance` holds for a whole layer: pre-rotary queries / keys and the rotation."""
     count = (heads if "attn.q" in structures else 0) + (kv_heads if "attn.k" in structures else 0)
-    return count * positions * head_dim * itemsize
+    return (count + 2) * positions * head_dim * itemsize
 
 
 def _is_oom(error: BaseException) -> bool:
@@ -120,36 +162,8 @@ def _span(allowed: torch.Tensor) -> tuple[int, int]:
     return int(columns[0]), int(columns[-1]) + 1
 
 
-def _scores(inputs: LayerAttention, head: int, group: int, rows: slice, keys: slice) -> tuple[torch.Tensor, ...]:
-    """Raw scaled scores ``[t, s]`` of ``head`` for query ``rows`` / key ``keys``, the mask and the probabilities."""
-    raw = inputs.query[head, rows] @ inputs.key[group, keys].transpose(0, 1) * inputs.scaling
-    allowed = inputs.allowed[rows, keys]
-    probs = torch.softmax(_cap(raw, inputs.softcap).masked_fill(~allowed, -math.inf), dim=-1)
-    return raw, allowed, probs
-
-
 def _cap(scores: torch.Tensor, softcap: float | None) -> torch.Tensor:
     return scores if not softcap else torch.tanh(scores / softcap) * softcap
-
-
-def _removed_change(raw: torch.Tensor, allowed: torch.Tensor, probs: torch.Tensor, coefficient: torch.Tensor,
-                    operand: torch.Tensor, scale: torch.Tensor | None, scaling: float, softcap: float | None,
-                    coords: slice) -> torch.Tensor:
-    """``[coords]``: sum over ``(t, s)`` of ``(softmax(c (Z_raw - scaling u o)) - P)^2`` for each removed coordinate.
-
-    ``raw``, ``probs`` ``[t, s]``; ``coefficient`` broadcastable to ``[t, D, s]`` (the removed coordinate's value),
-    ``operand`` ``[t, D, s]`` (the other side, rotated into the removed coordinate's frame), ``scale`` (q/k-norm)
-    broadcastable to ``[t, D, s]`` or ``None``.
-    """
-    change = operand[:, coords].mul(coefficient[:, coords]).mul_(-scaling).add_(raw[:, None, :])
-    if scale is not None:
-        change.mul_(scale[:, coords])
-    if softcap:
-        change = torch.tanh(change.div_(softcap)).mul_(softcap)
-    change.masked_fill_(~allowed[:, None, :], -math.inf)
-    changed = torch.softmax(change, dim=-1)
-    del change
-    return changed.sub_(probs[:, None, :]).square_().sum(dim=(0, 2))
 
 
 def attention_importance(inputs: LayerAttention, geometry: ModelGeometry, memory_bytes: int,
@@ -157,8 +171,8 @@ def attention_importance(inputs: LayerAttention, geometry: ModelGeometry, memory
     """Importance of every ``attn.q`` / ``attn.k`` / ``attn.v`` coordinate of one layer for one input.
 
     Returns ``{structure: float[width]}`` (``H*D`` for q, ``H_kv*D`` for k and v, head-major) in the inputs'
-    dtype. ``memory_bytes`` bounds what this function allocates: the pre-rotary queries / keys
-    (:func:`fixed_bytes`) plus one chunk (:func:`chunk_bytes`).
+    dtype. ``memory_bytes`` bounds what this function allocates: :func:`fixed_bytes` plus one chunk
+    (:func:`chunk_bytes`).
     """
     heads, n, dim = inputs.query.shape
     kv_heads = inputs.key.shape[0]
@@ -169,22 +183,22 @@ def attention_importance(inputs: LayerAttention, geometry: ModelGeometry, memory
         raise LangNeuronsError("a query position attends no key; the input's mask is broken")
     want = tuple(s for s in ("attn.q", "attn.k", "attn.v") if s in structures)
     itemsize = inputs.query.element_size()
-    budget = memory_bytes - fixed_bytes(heads, kv_heads, n, dim, itemsize, want)
-    rows_per_chunk = plan_chunks(n, dim, itemsize, budget)
+    rows_per_chunk = plan_chunks(n, dim, itemsize, memory_bytes - fixed_bytes(heads, kv_heads, n, dim, itemsize, want))
     coords_per_chunk = dim
     group = heads // kv_heads
     squares = {s: torch.zeros(heads if s == "attn.q" else kv_heads, dim, dtype=inputs.query.dtype,
                               device=inputs.query.device) for s in want}
-    cos, sin = _angles(inputs.cos), _angles(inputs.sin)
-    q_pre = inverse_rotate(inputs.query[None], cos, sin, geometry)[0] if "attn.q" in want else None
-    k_pre = inverse_rotate(inputs.key[None], cos, sin, geometry)[0] if "attn.k" in want else None
+    turn = rotation(geometry, inputs.cos, inputs.sin, dim, inputs.query.dtype, inputs.query.device) if (
+        "attn.q" in want or "attn.k" in want) else Rotation(None, None, None)
+    q_pre = turn.apply(inputs.query) if "attn.q" in want else None
+    k_pre = turn.apply(inputs.key) if "attn.k" in want else None
     for head in range(heads):
         g = head // group
         start = 0
         while start < n:
             stop = min(n, start + rows_per_chunk)
             try:
-                parts = _chunk(inputs, geometry, head, g, slice(start, stop), coords_per_chunk, q_pre, k_pre, want)
+                parts = _chunk(inputs, turn, head, g, slice(start, stop), coords_per_chunk, q_pre, k_pre, want)
             except Exception as error:  # noqa: BLE001 - only allocation failures are retried, with a smaller chunk
                 if not _is_oom(error):
                     raise
@@ -202,51 +216,64 @@ def attention_importance(inputs: LayerAttention, geometry: ModelGeometry, memory
     return {s: v.sqrt().flatten() for s, v in squares.items()}
 
 
-def _angles(table: torch.Tensor | None) -> torch.Tensor | None:
-    """``[n, r]`` rotary table as ``[1, n, r]`` (the batch axis ``geometry.rotate`` expects)."""
-    return None if table is None else table[None]
-
-
-def _chunk(inputs: LayerAttention, geometry: ModelGeometry, head: int, g: int, rows: slice, coords_per_chunk: int,
+def _chunk(inputs: LayerAttention, turn: Rotation, head: int, g: int, rows: slice, coords_per_chunk: int,
            q_pre: torch.Tensor | None, k_pre: torch.Tensor | None, want: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    """Squared importances ``{structure: [D]}`` of one head's coordinates from one chunk of query rows."""
+    """Squared importances ``{structure: [D]}`` of one head's coordinates from one chunk of query rows.
+
+    Q: ``Z_new[t, d, s] = c_q (Z[t, s] - scaling q~[t, d] (c[t, d] k'[s, d] + s[t, d] k'[s, p(d)]))``;
+    K: ``Z_new[t, d, s] = c_k (Z[t, s] - scaling k~[s, d] (c[s, d] q'[t, d] + s[s, d] q'[t, p(d)]))``.
+    """
     lo, hi = _span(inputs.allowed[rows])
     keys = slice(lo, hi)
-    raw, allowed, probs = _scores(inputs, head, g, rows, keys)
-    dim = inputs.query.shape[-1]
-    cos, sin = inputs.cos, inputs.sin
+    query, key = inputs.query[head, rows], inputs.key[g, keys]
+    raw = query @ key.transpose(0, 1) * inputs.scaling  # [t, s]
+    allowed = inputs.allowed[rows, keys]
+    probs = torch.softmax(_cap(raw, inputs.softcap).masked_fill(~allowed, -math.inf), dim=-1)
     parts: dict[str, torch.Tensor] = {}
     if "attn.v" in want:
         parts["attn.v"] = (probs @ inputs.value[g, keys]).square().sum(0)
     if q_pre is not None:
-        # R_t^T k'_s for every query row t of the chunk: keys rotated back by each query's angle -> [t, s, D]
-        keys_t = inputs.key[g, keys][None, None].expand(raw.shape[0], 1, -1, -1)
-        operand = inverse_rotate(keys_t, None if cos is None else cos[rows][:, None],
-                                 None if sin is None else sin[rows][:, None], geometry)[:, 0]
-        operand = operand.transpose(1, 2).contiguous()  # [t, D, s]
-        coefficient = q_pre[head, rows][:, :, None]  # [t, D, 1]
+        u = q_pre[head, rows] * inputs.scaling  # [t, D]
+        own, other = (u, None) if turn.s is None else (u * turn.c[rows], u * turn.s[rows])
+        keys_t = key.transpose(0, 1)  # [D, s]
+        terms = [(own[:, :, None], keys_t[None])]
+        if other is not None:
+            terms.append((other[:, :, None], keys_t.index_select(0, turn.partner)[None]))
         scale = None if inputs.query_scale is None else inputs.query_scale[head, rows][:, :, None]
-        parts["attn.q"] = _by_coordinates(raw, allowed, probs, coefficient, operand, scale, inputs, coords_per_chunk)
-        del operand
+        parts["attn.q"] = _squared_change(raw, allowed, probs, terms, scale, inputs.softcap, coords_per_chunk)
     if k_pre is not None:
-        # R_s^T q'_t for every key s: the chunk's queries rotated back by each key's angle -> [t, s, D]
-        queries = inputs.query[head, rows][None, :, None].expand(1, -1, hi - lo, -1)
-        operand = inverse_rotate(queries, None if cos is None else cos[None, keys],
-                                 None if sin is None else sin[None, keys], geometry)[0]
-        operand = operand.transpose(1, 2).contiguous()  # [t, D, s]
-        coefficient = k_pre[g, keys].transpose(0, 1)[None]  # [1, D, s]
+        u = k_pre[g, keys].transpose(0, 1) * inputs.scaling  # [D, s]
+        own, other = (u, None) if turn.s is None else (u * turn.c[keys].T, u * turn.s[keys].T)
+        terms = [(query[:, :, None], own[None])]
+        if other is not None:
+            terms.append((query.index_select(1, turn.partner)[:, :, None], other[None]))
         scale = None if inputs.key_scale is None else inputs.key_scale[g, keys].transpose(0, 1)[None]
-        parts["attn.k"] = _by_coordinates(raw, allowed, probs, coefficient, operand, scale, inputs, coords_per_chunk)
+        parts["attn.k"] = _squared_change(raw, allowed, probs, terms, scale, inputs.softcap, coords_per_chunk)
     return parts
 
 
-def _by_coordinates(raw: torch.Tensor, allowed: torch.Tensor, probs: torch.Tensor, coefficient: torch.Tensor,
-                    operand: torch.Tensor, scale: torch.Tensor | None, inputs: LayerAttention,
-                    coords_per_chunk: int) -> torch.Tensor:
-    dim = operand.shape[1]
+def _squared_change(raw: torch.Tensor, allowed: torch.Tensor, probs: torch.Tensor,
+                    terms: list[tuple[torch.Tensor, torch.Tensor]], scale: torch.Tensor | None,
+                    softcap: float | None, coords_per_chunk: int) -> torch.Tensor:
+    """``[D]``: ``sum_{t, s} (softmax_s(scale (raw - sum_j a_j b_j)) - P)^2`` for every coordinate ``d``.
+
+    ``raw``, ``probs`` ``[t, s]``; each term is a pair broadcastable to ``[t, D, s]``; ``scale`` likewise or ``None``.
+    """
+    dim = max(a.shape[1] for pair in terms for a in pair)
     out = torch.empty(dim, dtype=raw.dtype, device=raw.device)
+    blocked = ~allowed[:, None, :]
     for c in range(0, dim, coords_per_chunk):
         part = slice(c, min(dim, c + coords_per_chunk))
-        out[part] = _removed_change(raw, allowed, probs, coefficient, operand, scale, inputs.scaling, inputs.softcap,
-                                    part)
+        (a, b), rest = terms[0], terms[1:]
+        change = torch.addcmul(raw[:, None, :], a[:, part], b[:, part], value=-1.0)
+        for a, b in rest:
+            change.addcmul_(a[:, part], b[:, part], value=-1.0)
+        if scale is not None:
+            change.mul_(scale[:, part])
+        if softcap:
+            change = torch.tanh(change.div_(softcap)).mul_(softcap)
+        change.masked_fill_(blocked, -math.inf)
+        changed = torch.softmax(change, dim=-1)
+        del change
+        out[part] = changed.sub_(probs[:, None, :]).square_().sum(dim=(0, 2))
     return out

@@ -208,7 +208,7 @@ class PLNDFeeder:
             if stop - start != real.numel():
                 raise LangNeuronsError("PLND inputs must be contiguous rows (left or right padding only)")
             spans.append(slice(start, stop))
-        self._spans = spans
+        self._spans, self._shape = spans, (batch_size, seq_len)
         self._languages = batch.row_languages(batch_size)
         self._ids = (batch.sample_ids.tolist() if batch.sample_ids is not None else list(range(batch_size)))
         self._results = [{s: torch.zeros(self.num_layers, w) for s, w in self.widths.items()}
@@ -216,11 +216,14 @@ class PLNDFeeder:
         self._pre: dict[str, torch.Tensor] = {}
 
     def update(self, layer: int, value: Any, site: str = "ffn.down_in") -> None:
+        from langneurons.stats.base import as_rows
+
         if site == "ffn.down_in" or site == UP_SITE:
+            value = as_rows(value, *self._shape)  # OPT's FFN flattens [batch * seq, width]
             for row, span in enumerate(self._spans):
                 self._results[row]["ffn"][layer] = self._ffn(layer, value[row, span])
         elif site in ("attn.q", "attn.k"):
-            self._pre[site[-1]] = value
+            self._pre[site[-1]] = as_rows(value, *self._shape)
         else:
             for row, span in enumerate(self._spans):
                 for structure, values in self._attention(value, row, span).items():

@@ -95,6 +95,9 @@ def identify_neurons(args: argparse.Namespace, loaded: Any = None, importance_ou
 def _load(args: argparse.Namespace):
     from langneurons.cli._common import load_model_from_args
 
+    if getattr(args, "site", "ffn.act") != "ffn.act":
+        raise LangNeuronsError("plnd scores its own sites (ffn.down_in, attn.q, attn.k, attn.v); use --structures "
+                               "instead of --site")
     check_placement(args)
     return load_model_from_args(args)
 

@@ -32,6 +32,26 @@ SCHEMA_VERSION = 1
 _FIELDS = ("worst_rank", "importance_min", "importance_sum")
 
 
+def _headline(artefact: Any) -> str | None:
+    counts = artefact.meta.get("input_count")
+    if not isinstance(counts, dict) or not counts:
+        return None
+    return (f"PLND importance of every neuron of {sum(counts.values()):,} inputs "
+            f"({min(counts.values()):,} to {max(counts.values()):,} per language, {len(counts)} languages).")
+
+
+def _register() -> None:
+    from langneurons.report.sections import register_section
+    from langneurons.sets.output import register_kind
+
+    register_kind(KIND, SCHEMA_VERSION, "PLND importance reduced per language (worst rank, minimum, sum)")
+    register_section(KIND, None, "PLND importance", 12, "What PLND recorded: model, corpus (files with SHA-256), "
+                     "inputs and tokens per language, the structures scored (Zhao et al. section 2.2).", _headline)
+
+
+_register()
+
+
 def layer_ranks(importance: torch.Tensor) -> torch.Tensor:
     """``int32[layers, width]``: rank of each neuron within its layer, most important first (stable on ties)."""
     order = torch.sort(importance, dim=-1, descending=True, stable=True).indices

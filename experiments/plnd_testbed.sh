@@ -14,12 +14,12 @@ DATA=${DATA:-../shared/data}
 OUT=${OUT:-runs/plnd}
 LANGS=${LANGS:-en,zh,fr,es,vi,id,ja,de,ru,ar}
 INPUTS=${INPUTS:-100}
-CLOZE=${CLOZE:-100}
+CLOZE=${CLOZE:-50}
 [ -d "$DATA/bible" ] || { echo "needs $DATA/bible (see ../shared/data/README.md)"; exit 2; }
 
 langneurons plnd paper --model "$MODEL" --langs "$LANGS" \
   --corpus "$DATA/bible" --lines 0:6156 --mode windows --max-length 128 --max-inputs "$INPUTS" \
-  --eval-corpus "$DATA/bible" --eval-lines 6156:7156 --seq-len 128 --max-tokens 16384 \
+  --eval-corpus "$DATA/bible" --eval-lines 6156:7156 --seq-len 128 --max-tokens 4096 \
   --task cloze --data "$DATA" --limit "$CLOZE" --batch-size 32 \
   --prompt-limit 30 --prompt-fraction 0.5 --max-new-tokens 16 --top-k 10 \
   --out "$OUT" --force --no-progress "$@"

@@ -32,6 +32,14 @@ KIND = declare_kind("mwork_deactivation", "MWork: deactivation by structure and 
                     "(Zhao et al. Tables 2-5, 8, 9).", _headline)
 
 
+def _short(condition: str) -> str:
+    """A condition as a short figure label (``no_shared@all_but_s_attn:lang-spec`` -> ``-shared all-S-ATTN LS``)."""
+    for old, new in ((":lang-spec", " LS"), (":random", " rand"), ("all_but_s_attn", "all-S-ATTN"),
+                     ("no_en_overlap@", "-en "), ("no_shared@", "-shared ")):
+        condition = condition.replace(old, new)
+    return condition
+
+
 def _mean(values: Sequence[float]) -> float:
     values = [v for v in values if v == v]
     return sum(values) / len(values) if values else math.nan
@@ -120,7 +128,7 @@ class MWorkResult:
 
                 change = self.change(metric)
                 keep = [i for i, c in enumerate(self.conditions) if c != "normal"]
-                heatmap(change[keep], [self.conditions[i] for i in keep], self.languages, path,
+                heatmap(change[keep], [_short(self.conditions[i]) for i in keep], self.languages, path,
                         f"{metric}: change against normal", "change", xlabel="evaluated language", diverging=True,
                         fmt="{:+.2f}")
 

@@ -35,7 +35,8 @@ def ids(neurons, lang, site="ffn.down_in"):
 def test_worst_rank_minimum_and_mean_by_hand():
     stats = hand_stats()
     assert stats.worst_rank["ffn"].tolist() == [[[0, 3, 3, 2, 4]], [[1, 4, 3, 2, 3]]]
-    assert torch.equal(stats.importance_min["ffn"], torch.tensor([[[5.0, 0.5, 1.0, 3.0, 0.0]], [[6.0, 0.0, 0.2, 2.0, 0.5]]]))
+    expected = torch.tensor([[[5.0, 0.5, 1.0, 3.0, 0.0]], [[6.0, 0.0, 0.2, 2.0, 0.5]]])
+    assert torch.equal(stats.importance_min["ffn"], expected)
     assert stats.mean_importance("ffn")[0, 0].tolist() == [5.0, 2.25, 2.5, 3.0, 0.0]
     assert stats.input_count.tolist() == [2, 2] and stats.token_count.tolist() == [7, 4]
 

@@ -97,8 +97,9 @@ class MWorkResult:
         if first and setting and {"random", "lang-spec"} <= set(out[first][setting]):
             spec, rand = out[first][setting]["lang-spec"], out[first][setting]["random"]
             unit = "points" if self.higher_is_better[first] else "relative"
-            out["headline"] = (f"Deactivating every language's neurons in all bands ({shares[f'{setting}:lang-spec']:.2%}"
-                               f" of the neurons) changes {first} by {spec['delta_non_en']:+.3g} (non-English) and "
+            share = shares[f"{setting}:lang-spec"]
+            out["headline"] = (f"Deactivating every language's neurons in all bands ({share:.2%} of the neurons)"
+                               f" changes {first} by {spec['delta_non_en']:+.3g} (non-English) and "
                                f"{spec['delta_en']:+.3g} (English) ({unit}); random neurons of the same size: "
                                f"{rand['delta_non_en']:+.3g} and {rand['delta_en']:+.3g}.")
         return out

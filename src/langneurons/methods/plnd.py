@@ -241,7 +241,8 @@ class PLNDFeeder:
         parts = []
         for start in range(0, h.shape[-1], chunk):
             block = h[:, start:start + chunk].to(self.dtype)
-            parts.append(block.abs().sum(0) if self.ffn_score == "reference" else torch.linalg.vector_norm(block, dim=0))
+            reference = self.ffn_score == "reference"
+            parts.append(block.abs().sum(0) if reference else torch.linalg.vector_norm(block, dim=0))
         values = torch.cat(parts).float().cpu()
         return values if self.ffn_score == "reference" else values * self._write_norms[layer].cpu()
 

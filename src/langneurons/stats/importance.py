@@ -68,8 +68,8 @@ class ImportanceStats:
     ``input_count``, ``token_count`` ``int64[K]``.
     """
 
-    def __init__(self, languages: list[str], grids: Mapping[str, tuple[int, int]], tensors: dict[str, Any] | None = None,
-                 meta: dict[str, Any] | None = None) -> None:
+    def __init__(self, languages: list[str], grids: Mapping[str, tuple[int, int]],
+                 tensors: dict[str, Any] | None = None, meta: dict[str, Any] | None = None) -> None:
         if not languages:
             raise LangNeuronsError("importance statistics need at least one language")
         self.languages = list(languages)

@@ -127,8 +127,26 @@ def contract_pooled():
     return PooledVectors([f"l{k}" for k in range(6)], vectors, meta={"site": "ffn.act", "model": "hand"})
 
 
+
+def contract_importance():
+    """PLND importance of 3 inputs per language: each language has 10 neurons far above the rest in every input."""
+    from langneurons.stats.importance import ImportanceStats
+
+    generator = torch.Generator().manual_seed(0)
+    stats = ImportanceStats(["l0", "l1", "l2"], {"ffn": (4, 50)}, meta={"model": "hand"})
+    base = torch.rand(4, 50, generator=generator)
+    for k, lang in enumerate(stats.languages):
+        boost = torch.zeros(4, 50)
+        boost[:, 10 * k:10 * k + 10] = 5.0
+        for _ in range(3):
+            stats.add(lang, {"ffn": base + boost + 0.01 * torch.rand(4, 50, generator=generator)}, tokens=7)
+    return stats
+
+
+
 #: what each kind of method input looks like in the contract test; a method consuming something new adds one
-CONTRACT_DATA = {"activation_stats": contract_stats, "models": contract_models, "pooled_vectors": contract_pooled}
+CONTRACT_DATA = {"activation_stats": contract_stats, "models": contract_models, "pooled_vectors": contract_pooled,
+                 "importance": contract_importance}
 
 
 def canonical(result) -> dict:
@@ -197,7 +215,8 @@ def test_method_contract(name):
     assert isinstance(first.source, dict) and first.source  # provenance of the data it was fitted on
     assert sum(first.sizes().values()) > 0
     if cls.returns == "neuron_set":
-        assert method.scores_.shape == (4, 50) and (first.num_layers, first.width) == (4, 50)
+        scores = method.scores_ if isinstance(method.scores_, dict) else {"": method.scores_}  # per site allowed
+        assert all(tuple(s.shape) == (4, 50) for s in scores.values()) and (first.num_layers, first.width) == (4, 50)
     with pytest.raises(ln.LangNeuronsError, match="no_such_parameter") as error:
         get_method(name, no_such_parameter=1)
     assert "\n" not in str(error.value)

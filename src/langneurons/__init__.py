@@ -56,6 +56,13 @@ from langneurons.model.geometry import ModelGeometry, model_geometry, write_vect
 from langneurons.model.attention import AttentionInputs, attention_site, capture_attention, supports_attention_capture
 from langneurons.model.lens import LayerLens, layer_logit_lens, logit_lens
 from langneurons.stats import ActivationStats, load_stats
+from langneurons.stats.importance import ImportanceStats, load_importance
+from langneurons.methods.plnd import plnd_importance
+from langneurons.recording.importance import plnd_inputs, record_importance
+from langneurons.analysis.overlap import structure_overlap
+from langneurons.analysis.mwork import layer_bands, plan_deactivation
+from langneurons.analysis.mwork_results import mwork_deactivation
+from langneurons.analysis.layer_language import layer_language
 
 __all__ = [
     "Activate", "ActivationStats", "ArchitectureSpec", "Deactivate", "LangNeuronsError", "NeuronSet",
@@ -75,6 +82,8 @@ __all__ = [
     "KeyRegions", "LinguaFranca", "activation_vectors", "alignment_scores", "deactivation_table", "key_regions",
     "lingua_franca", "lingua_franca_evolution", "lrds_sads", "similarity_map",
     "NeuronEdit", "Zero", "SetValue", "Raise", "Scale", "Add",
+    "ImportanceStats", "load_importance", "plnd_importance", "plnd_inputs", "record_importance", "structure_overlap",
+    "layer_bands", "plan_deactivation", "mwork_deactivation", "layer_language",
 ]
 
 #: Modules of the flat layout before 0.2 -> where they live now (``ln.perplexity`` still resolves, lazily).

@@ -30,11 +30,16 @@ from langneurons.analysis.embeddings import (
 from langneurons.analysis.layers import LayerDistribution, layer_distribution
 from langneurons.analysis.lingua_franca import LinguaFranca, lingua_franca
 from langneurons.analysis.output import KINDS, read_analysis_meta, read_table
-from langneurons.analysis.overlap import Overlap, neuron_overlap
+from langneurons.analysis.layer_language import LayerLanguage, layer_language
+from langneurons.analysis.mwork import layer_bands, plan_deactivation
+from langneurons.analysis.mwork_results import MWorkResult, mwork_deactivation
+from langneurons.analysis.overlap import Overlap, StructureOverlap, neuron_overlap, structure_overlap
 from langneurons.analysis.sweep import DEFAULT_RATIOS, SelectionSweep, selection_sweep
 
 __all__ = [
-    "DEFAULT_RATIOS", "KINDS", "Dominance", "LayerDistribution", "LinguaFranca", "lingua_franca", "MethodComparison", "Overlap", "SelectionSweep",
+    "DEFAULT_RATIOS", "KINDS", "Dominance", "LayerDistribution", "LayerLanguage", "LinguaFranca", "MWorkResult",
+    "MethodComparison", "Overlap", "SelectionSweep", "StructureOverlap", "layer_bands", "layer_language",
+    "lingua_franca", "mwork_deactivation", "plan_deactivation", "structure_overlap",
     "SentenceSimilarity", "compare_neuron_sets", "dominance_scores", "language_dominance", "layer_distribution",
     "mean_ses", "neuron_overlap", "pairwise_ses", "read_analysis_meta", "read_table", "selection_sweep",
     "sentence_embeddings", "sentence_similarity",

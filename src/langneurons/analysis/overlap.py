@@ -8,7 +8,10 @@ Two readings, both ``float64[x, y]`` over languages:
 * ``overlap_zhao`` (Zhao et al. 2024, eq. 11): ``overlap(x, y) = |N_x ∩ N_y| / |N_y|``, the share of
   ``y``'s neurons that are also ``x``'s (row ``x``, column ``y``; not symmetric).
 
-Undefined ratios (empty sets) are NaN; the diagonal is 1 for every non-empty set.
+Undefined ratios (empty sets) are NaN; the diagonal is 1 for every non-empty set. A structure-addressed set
+(several sites) counts a neuron as ``(site, layer, index)``: :func:`neuron_overlap` over some or all of its
+sites, :func:`structure_overlap` per structure (Zhao et al. Figures 5 and 6: self-attention = the ``attn.q``,
+``attn.k`` and ``attn.v`` neurons together, feed-forward = the ``ffn.*`` neurons; each attention site too).
 """
 
 from __future__ import annotations
@@ -43,9 +46,12 @@ KIND = declare_kind("overlap", "Overlap between languages", 50,
                     "Shared neurons between languages' sets (LAPE paper, section 3.2).", _headline)
 
 
-def intersection_counts(neurons: NeuronSet) -> torch.Tensor:
-    """``int64[x, y]``: ``|N_x ∩ N_y|`` for every pair of languages (diagonal: the set sizes)."""
-    masks = torch.stack([neurons.mask(lang).flatten() for lang in neurons.languages]).double()
+def intersection_counts(neurons: NeuronSet, sites: list[str] | None = None) -> torch.Tensor:
+    """``int64[x, y]``: ``|N_x ∩ N_y|`` for every pair of languages (diagonal: the set sizes), over ``sites``
+    (default: every site of the set; a neuron is ``(site, layer, index)``)."""
+    sites = list(neurons.sites if sites is None else sites)
+    masks = torch.stack([torch.cat([neurons.mask(lang, site).flatten() for site in sites])
+                         for lang in neurons.languages]).double()
     return (masks @ masks.T).round().long() if masks.numel() else torch.zeros(0, 0, dtype=torch.long)
 
 
@@ -135,6 +141,71 @@ class Overlap:
         return self.output().save(directory, plot=plot)
 
 
-def neuron_overlap(neurons: NeuronSet) -> Overlap:
-    """Pairwise overlap of the languages' sets in ``neurons``."""
-    return Overlap(list(neurons.languages), intersection_counts(neurons), {"neurons": neuron_set_provenance(neurons)})
+def neuron_overlap(neurons: NeuronSet, sites: list[str] | None = None) -> Overlap:
+    """Pairwise overlap of the languages' sets in ``neurons`` (over ``sites``, default all of them)."""
+    meta: dict[str, Any] = {"neurons": neuron_set_provenance(neurons)}
+    if sites is not None or len(neurons.sites) > 1:
+        meta["sites"] = list(neurons.sites if sites is None else sites)
+    return Overlap(list(neurons.languages), intersection_counts(neurons, sites), meta)
+
+
+STRUCTURE_KIND = declare_kind(
+    "structure_overlap", "Overlap by structure (PLND)", 52,
+    "overlap(x, y) = |N_x ∩ N_y| / |N_y| (Zhao et al. eq. 11) in the self-attention and feed-forward structures "
+    "(Figures 5, 6).", lambda artefact: summary_of(artefact).get("headline"))
+
+
+def default_structures(neurons: NeuronSet) -> dict[str, list[str]]:
+    """``attention`` (every ``attn.*`` site), ``ffn`` (every ``ffn.*`` site) and each attention site alone."""
+    attention = [s for s in neurons.sites if s.startswith("attn.")]
+    ffn = [s for s in neurons.sites if s.startswith("ffn.")]
+    groups = {"attention": attention, "ffn": ffn}
+    if len(attention) > 1:
+        groups.update({site: [site] for site in attention})
+    return {name: sites for name, sites in groups.items() if sites}
+
+
+@dataclass
+class StructureOverlap:
+    """One :class:`Overlap` per structure (a group of sites) of one neuron set."""
+
+    overlaps: dict[str, Overlap]
+    sites: dict[str, list[str]]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def output(self) -> AnalysisOutput:
+        tables, figures, summary = [], [], {}
+        for name, result in self.overlaps.items():
+            tables.append(result._table(f"overlap_{name}.csv", f"overlap(x, y) = |N_x ∩ N_y| / |N_y|, {name}",
+                                        result.overlap_zhao, "language y (the denominator's set)"))
+            tables.append(result._table(f"intersection_{name}.csv", f"|N_x ∩ N_y| (diagonal |N_x|), {name}",
+                                        result.intersection, "language y"))
+
+            def draw(path: Path, result: Overlap = result, name: str = name) -> None:
+                from langneurons.analysis.figures import heatmap
+
+                heatmap(result.overlap_zhao, result.languages, result.languages, path, f"overlap(x, y), {name}",
+                        "|N_x ∩ N_y| / |N_y|", xlabel="y", ylabel="x", vmin=0.0, vmax=1.0)
+
+            figures.append(Figure(f"overlap_{name}.png", f"overlap(x, y) in {name} (Figure 5)", draw))
+            matrix = result.overlap_zhao
+            off = [float(matrix[i, j]) for i in range(len(result.languages)) for j in range(len(result.languages))
+                   if i != j and matrix[i, j] == matrix[i, j]]
+            summary[name] = {"sizes": dict(zip(result.languages, result.sizes.tolist())),
+                             "mean_off_diagonal": sum(off) / len(off) if off else None}
+        parts = [f"{name} {values['mean_off_diagonal']:.1%}" for name, values in summary.items()
+                 if name in ("attention", "ffn") and values["mean_off_diagonal"] is not None]
+        if parts:
+            summary["headline"] = "Mean overlap(x, y) between languages: " + ", ".join(parts) + "."
+        return AnalysisOutput(STRUCTURE_KIND, "Overlap of language-specific neurons by structure", tables, figures,
+                              summary, {"structures": self.sites, **self.meta})
+
+    def save(self, directory: str | Path, plot: bool = True) -> Path:
+        return self.output().save(directory, plot=plot)
+
+
+def structure_overlap(neurons: NeuronSet, structures: dict[str, list[str]] | None = None) -> StructureOverlap:
+    """eq. 11 per structure: ``{name: [sites]}`` (default :func:`default_structures`)."""
+    groups = default_structures(neurons) if structures is None else structures
+    overlaps = {name: neuron_overlap(neurons, sites) for name, sites in groups.items()}
+    return StructureOverlap(overlaps, groups, {"neurons": neuron_set_provenance(neurons)})

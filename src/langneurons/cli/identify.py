@@ -1,6 +1,7 @@
 """``langneurons identify``: select language-specific neurons (or parameters) with a registered method.
 
 The method's declared ``consumes`` says which inputs it needs: ``activation_stats`` reads ``--stats``,
+``importance`` reads ``--stats`` written by ``langneurons plnd identify --save-importance`` (PLND),
 ``models`` reads ``--base`` and ``--finetuned`` (parameter variation), ``pooled_vectors`` reads ``--vectors``
 (key regions); :data:`DATA_LOADERS` maps each to the
 function that builds the method's input from the arguments (a method consuming something new adds one).
@@ -19,11 +20,13 @@ def add_parser(subparsers) -> None:
         description="Fit an identification method on recorded statistics (or, for pv, on a base and "
                     "fine-tuned models) and write the neuron set (or parameter set).",
     )
-    parser.add_argument("--stats", default=None, help="statistics directory written by `langneurons record`")
+    parser.add_argument("--stats", default=None, help="statistics directory written by `langneurons record` "
+                        "(plnd: by `plnd identify --save-importance`)")
     parser.add_argument("--vectors", default=None,
                         help="key_regions: pooled vectors written by `langneurons lingua-franca --save-vectors`")
     parser.add_argument("--method", default="lape",
-                        help="lape, lave, lap, random, key_regions (on --vectors), or pv (parameter variation)")
+                        help="lape, lave, lap, random, plnd (on --stats), key_regions (on --vectors), or pv "
+                             "(parameter variation)")
     parser.add_argument("--base", default=None, help="pv: the base model (path or hub id)")
     add_list_option(parser, "--finetuned", "pv: one model fine-tuned on each language, e.g. --finetuned en=A zh=B",
                     default=[], metavar="LANG=PATH", split_commas=False)
@@ -109,6 +112,15 @@ def _load_stats(args: argparse.Namespace):
     return stats.select_languages(langs) if langs else stats
 
 
+def _load_importance(args: argparse.Namespace):
+    from langneurons.cli._common import parse_langs
+    from langneurons.stats.importance import load_importance
+
+    stats = load_importance(args.stats)
+    langs = parse_langs(args.langs)
+    return stats.select_languages(langs) if langs else stats
+
+
 def _check_model_args(args: argparse.Namespace) -> None:
     from langneurons.cli.pv import parse_finetuned
     from langneurons.errors import LangNeuronsError
@@ -131,6 +143,7 @@ def _load_models(args: argparse.Namespace):
 DATA_LOADERS = {
     "activation_stats": (_check_stats_args, lambda args: {"--stats": args.stats}, _load_stats),
     "pooled_vectors": (_check_vectors_args, lambda args: {"--vectors": args.vectors}, _load_vectors),
+    "importance": (_check_stats_args, lambda args: {"--stats": args.stats}, _load_importance),
     "models": (_check_model_args,
                lambda args: {"--base": args.base, "--finetuned": [item.partition("=")[2] for item in args.finetuned]},
                _load_models),

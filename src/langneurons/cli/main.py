@@ -34,6 +34,7 @@ COMMAND_MODULES = [
     "steer",
     "analyze",
     "lingua_franca",
+    "plnd",
     "compare",
     "report",
     "demo",

@@ -10,6 +10,14 @@ to the project's ISO 639-1 codes (``zh`` is Simplified Chinese):
 - ``lingua`` (``lingua-language-detector``): 75 languages, n-gram models up to 5-grams; no script
   distinction for Chinese (``zh``).
 - ``py3langid``: langid.py's naive Bayes model, 97 languages.
+- ``cld3`` (``cld3-py``, optional: ``pip install cld3-py``): Google's Compact Language Detector 3, the
+  classifier Zhao et al. 2024 use to label logit-lens tokens (appendix A); ~107 languages.
+
+Every backend also gives a confidence: :meth:`LanguageIdentifier.detect_with_confidence` returns
+``(code | None, probability)`` (langdetect's and lingua's top probability, py3langid's normalised
+probability, cld3's probability), and :meth:`LanguageIdentifier.detect_confident` keeps a label only when it is
+reliable: probability ``>= min_confidence`` (default 0.7, cld3's own reliability threshold) and, for cld3,
+its ``is_reliable`` flag.
 
 Text without any letter (empty, digits, punctuation) is ``None`` for every backend. The comparison
 on held-out Bible verses that chose the default is in ``docs/language_id.md``; rerun it with
@@ -30,7 +38,10 @@ from langneurons.errors import LangNeuronsError
 DEFAULT_LANGID = "langdetect"
 
 #: Backend name -> PyPI distribution that provides it.
-DISTRIBUTIONS = {"langdetect": "langdetect", "lingua": "lingua-language-detector", "py3langid": "py3langid"}
+DISTRIBUTIONS = {"langdetect": "langdetect", "lingua": "lingua-language-detector", "py3langid": "py3langid",
+                 "cld3": "cld3-py"}
+#: cld3's reliability threshold (``kReliabilityThreshold``), the default of :meth:`LanguageIdentifier.detect_confident`
+RELIABLE_PROBABILITY = 0.7
 
 #: Library code -> project code, where they differ.
 CODE_MAP = {"zh-cn": "zh", "zh-tw": "zh-tw", "zh-hans": "zh", "zh-hant": "zh-tw", "iw": "he", "jw": "jv"}
@@ -56,12 +67,33 @@ class LanguageIdentifier:
     name: str
     version: str
     _detect: Callable[[str], str | None] = field(repr=False)
+    #: ``text -> (library code | None, probability, reliable)``; ``None`` when the backend has none
+    _confidence: Callable[[str], tuple[str | None, float, bool]] | None = field(default=None, repr=False)
 
     def detect(self, text: str) -> str | None:
         """The language of ``text`` (``None`` when it has no letters or the library cannot tell)."""
         if not text or not has_letters(text):
             return None
         return normalize_code(self._detect(text))
+
+    def detect_with_confidence(self, text: str) -> tuple[str | None, float]:
+        """``(code, probability)`` of the most likely language (``(None, 0.0)`` without letters)."""
+        code, probability, _ = self._scored(text)
+        return code, probability
+
+    def detect_confident(self, text: str, min_confidence: float = RELIABLE_PROBABILITY) -> str | None:
+        """The language of ``text`` when the identifier is confident (probability ``>= min_confidence`` and,
+        where the backend says so, reliable), else ``None`` (a "non-word" in Zhao et al.'s appendix A)."""
+        code, probability, reliable = self._scored(text)
+        return code if code is not None and reliable and probability >= min_confidence else None
+
+    def _scored(self, text: str) -> tuple[str | None, float, bool]:
+        if not text or not has_letters(text):
+            return None, 0.0, False
+        if self._confidence is None:
+            raise LangNeuronsError(f"language identifier {self.name!r} gives no confidence")
+        code, probability, reliable = self._confidence(text)
+        return normalize_code(code), float(probability), bool(reliable)
 
     def detect_many(self, texts: Sequence[str]) -> list[str | None]:
         """:meth:`detect` of every text, in order."""
@@ -131,8 +163,88 @@ def _py3langid() -> Callable[[str], str | None]:
     return detect
 
 
+def _langdetect_confidence() -> Callable[[str], tuple[str | None, float, bool]]:
+    from langdetect import detector_factory
+    from langdetect.lang_detect_exception import LangDetectException
+
+    _langdetect()  # seeded, factory loaded
+
+    def confidence(text: str) -> tuple[str | None, float, bool]:
+        try:
+            detector = detector_factory._factory.create()
+            detector.append(text)
+            best = detector.get_probabilities()[0]
+        except (LangDetectException, IndexError):
+            return None, 0.0, False
+        return best.lang, float(best.prob), True
+
+    return confidence
+
+
+def _lingua_confidence() -> Callable[[str], tuple[str | None, float, bool]]:
+    from lingua import LanguageDetectorBuilder
+
+    detector = LanguageDetectorBuilder.from_all_languages().build()
+
+    def confidence(text: str) -> tuple[str | None, float, bool]:
+        values = detector.compute_language_confidence_values(text)
+        if not values:
+            return None, 0.0, False
+        return values[0].language.iso_code_639_1.name, float(values[0].value), True
+
+    return confidence
+
+
+def _py3langid_confidence() -> Callable[[str], tuple[str | None, float, bool]]:
+    from py3langid import langid
+
+    identifier = langid.LanguageIdentifier.from_pickled_model(langid.MODEL_FILE, norm_probs=True) if hasattr(
+        langid.LanguageIdentifier, "from_pickled_model") else langid.LanguageIdentifier.from_modelpath(
+        langid.MODEL_DIR / langid.MODEL_FILE, norm_probs=True)
+
+    def confidence(text: str) -> tuple[str | None, float, bool]:
+        code, probability = identifier.classify(text)
+        return code, float(probability), True
+
+    return confidence
+
+
+def _cld3_model():
+    try:
+        import gcld3
+    except ImportError:
+        raise _missing("cld3") from None
+    return gcld3.NNetLanguageIdentifier(min_num_bytes=0, max_num_bytes=1000)
+
+
+def _cld3() -> Callable[[str], str | None]:
+    model = _cld3_model()
+
+    def detect(text: str) -> str | None:
+        result = model.FindLanguage(text=text)
+        return None if result.language in ("und", "") else result.language
+
+    return detect
+
+
+def _cld3_confidence() -> Callable[[str], tuple[str | None, float, bool]]:
+    model = _cld3_model()
+
+    def confidence(text: str) -> tuple[str | None, float, bool]:
+        result = model.FindLanguage(text=text)
+        if result.language in ("und", ""):
+            return None, 0.0, False
+        return result.language, float(result.probability), bool(result.is_reliable)
+
+    return confidence
+
+
 _FACTORIES: dict[str, Callable[[], Callable[[str], str | None]]] = {
-    "langdetect": _langdetect, "lingua": _lingua, "py3langid": _py3langid,
+    "langdetect": _langdetect, "lingua": _lingua, "py3langid": _py3langid, "cld3": _cld3,
+}
+_CONFIDENCE_FACTORIES: dict[str, Callable[[], Callable[[str], tuple[str | None, float, bool]]]] = {
+    "langdetect": _langdetect_confidence, "lingua": _lingua_confidence, "py3langid": _py3langid_confidence,
+    "cld3": _cld3_confidence,
 }
 _CACHE: dict[str, LanguageIdentifier] = {}
 
@@ -148,7 +260,7 @@ def get_identifier(name: str | None = None) -> LanguageIdentifier:
     if name not in _FACTORIES:
         raise LangNeuronsError(f"unknown language identifier {name!r}; choose one of {', '.join(_FACTORIES)}")
     if name not in _CACHE:
-        _CACHE[name] = LanguageIdentifier(name, _version(name), _FACTORIES[name]())
+        _CACHE[name] = LanguageIdentifier(name, _version(name), _FACTORIES[name](), _CONFIDENCE_FACTORIES[name]())
     return _CACHE[name]
 
 
@@ -246,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:  # pragma: no cover - a measurem
     parser.add_argument("--langs", default="en,zh,fr,es,vi,id,ja,de,ru,ar")
     parser.add_argument("--per-language", type=int, default=500)
     parser.add_argument("--max-chars", type=int, default=None, help="cut every text to this many characters")
-    parser.add_argument("--identifiers", default=",".join(available_identifiers()))
+    parser.add_argument("--identifiers", default="langdetect,py3langid,lingua")
     args = parser.parse_args(argv)
     sample = held_out_sample(args.directory, args.langs.split(","), args.per_language, args.max_chars)
     scores = compare_identifiers(sample, args.identifiers.split(","))

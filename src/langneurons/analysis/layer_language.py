@@ -193,7 +193,7 @@ def layer_language(loaded: Any, prompts: dict[str, list[str]], max_new_tokens: i
     kept, empty = [], 0
     total = sum(len(texts) for texts in prompts.values())
     with progress_bar("layer language", total, unit="prompt",
-                      factors=[(len(prompts), "languages"), (total, "prompts")], progress=progress) as bar:
+                      factors=[(total, f"prompts in {len(prompts)} languages"), (max_new_tokens, "new tokens")], progress=progress) as bar:
         for k, (lang, texts) in enumerate(prompts.items()):
             rows = encode_prompts(tokenizer, texts)
             answers = greedy_answers(model, tokenizer, rows, max_new_tokens, batch_size)

@@ -116,8 +116,17 @@ def contract_models():
     return ParameterChanges(base, tuned, parameters=shapes)
 
 
+def contract_pooled():
+    """Last-token vectors of 3 languages x 6 items x 4 layers x 50 neurons (standard normal)."""
+    from langneurons.stats.pooled import PooledVectors
+
+    generator = torch.Generator().manual_seed(0)
+    vectors = torch.randn(3, 6, 4, 50, generator=generator)
+    return PooledVectors(["l0", "l1", "l2"], vectors, mode="last", meta={"site": "ffn.act", "model": "hand"})
+
+
 #: what each kind of method input looks like in the contract test; a method consuming something new adds one
-CONTRACT_DATA = {"activation_stats": contract_stats, "models": contract_models}
+CONTRACT_DATA = {"activation_stats": contract_stats, "models": contract_models, "pooled_vectors": contract_pooled}
 
 
 def canonical(result) -> dict:

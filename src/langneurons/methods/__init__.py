@@ -1,6 +1,6 @@
 """Identification methods; importing this package registers every method."""
 
-from langneurons.methods import baselines, lape, parameter_variation  # noqa: F401  (registration)
+from langneurons.methods import baselines, lape, neuron_types, parameter_variation  # noqa: F401  (registration)
 from langneurons.methods.base import (
     CONSUMES,
     RETURNS,
@@ -14,9 +14,10 @@ from langneurons.methods.base import (
 )
 from langneurons.methods.baselines import LAP, RandomNeurons, random_like
 from langneurons.methods.lape import LAPE, LAVE
+from langneurons.methods.neuron_types import TYPES as NEURON_TYPES, NeuronTypes
 
 from langneurons.methods.parameter_variation import ParameterChanges, ParameterVariation, identify_parameters
 
-__all__ = ["CONSUMES", "LAP", "LAPE", "LAVE", "Method", "NeuronMethod", "ParameterChanges", "ParameterVariation",
+__all__ = ["CONSUMES", "LAP", "LAPE", "LAVE", "Method", "NEURON_TYPES", "NeuronMethod", "NeuronTypes", "ParameterChanges", "ParameterVariation",
            "RETURNS", "RandomNeurons", "available_methods", "get_method", "identify", "identify_parameters",
            "method_class", "random_like", "register_method"]

@@ -18,6 +18,7 @@ from langneurons.analysis import (
     selection_sweep,
     sentence_embeddings,
     sentence_similarity,
+    sharing_matters,
 )
 from langneurons.model.architectures import ArchitectureSpec, register_architecture, registered_model_types
 from langneurons.errors import LangNeuronsError
@@ -30,6 +31,8 @@ from langneurons.interventions.edits import Add, NeuronEdit, Raise, Scale, SetVa
 from langneurons.interventions.neurons import Activate, Deactivate, activate, deactivate, intervene
 from langneurons.model.loading import load_model
 from langneurons.methods import available_methods, get_method, identify, random_like
+from langneurons.methods.neuron_types import TYPES as NEURON_TYPES, neuron_types
+from langneurons.data.templates import PRESETS, Template
 from langneurons.methods.parameter_variation import identify_parameters, parameter_perplexity_matrix
 from langneurons.interventions.parameters import zero_parameters
 from langneurons.sets.parameterset import ParameterSet, load_parameters, random_parameters_like
@@ -61,6 +64,7 @@ __all__ = [
     "LangNeuronsWarning", "ParallelCorpus", "load_parallel_corpus", "record_pooled", "Task", "TaskItem",
     "evaluate_task", "load_task", "task_accuracy",
     "NeuronEdit", "Zero", "SetValue", "Raise", "Scale", "Add",
+    "sharing_matters", "neuron_types", "NEURON_TYPES", "Template", "PRESETS",
 ]
 
 #: Modules of the flat layout before 0.2 -> where they live now (``ln.perplexity`` still resolves, lazily).

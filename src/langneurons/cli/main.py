@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "identify",
     "perplexity",
     "task",
+    "sharing",
     "masks",
     "pv",
     "generate",

@@ -436,3 +436,32 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(llama_dir, tmp_path, capsy
                 "answer": "answer"}[case]
     assert expected in err
     assert not out.exists()
+
+
+def test_large_runs_are_memory_mapped_float16_and_cleaned_up(tokenizer, tmp_path):
+    model = tiny_model("llama", vocab_size=300)
+    items = build_items(tokenizer, ParallelCorpus(parallel_texts(4)), task="cloze")
+    small = record_sharing(model, items, batch_size=6, progress=False)
+    large = record_sharing(model, items, batch_size=6, progress=False, large_threshold=10, scratch_dir=tmp_path)
+    assert small.acts.storage["kind"] == "memory" and small.acts.vectors.dtype == torch.float32
+    assert large.acts.storage["kind"] == "memmap" and large.acts.vectors.dtype == torch.float16
+    assert large.writes is not large.acts and large.writes.storage["kind"] == "memmap"  # gated: ffn.down_in too
+    torch.testing.assert_close(large.acts.vectors.float(), small.acts.vectors, rtol=1e-2, atol=1e-3)
+    settings = SharingSettings(thresholds=(0.0,))
+    a = analyse_recording(model, small, items, settings, progress=False)
+    b = analyse_recording(model, large, items, settings, progress=False)
+    assert (a.types_by_layer() - b.types_by_layer()).abs().max() < 0.02  # float16 flips only values near 0
+    assert large.scratch is not None and large.scratch.parent == tmp_path
+    large.close()
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_task_is_aligned_by_item_id():
+    from langneurons.evaluation.tasks import Task, TaskItem
+
+    items = [TaskItem(str(i), "aa", f"p{i}", answers=("x",)) for i in range(3)] + \
+        [TaskItem(str(i), "bb", f"q{i}", answers=("y",)) for i in (2, 0)]
+    plan = plan_items(task=Task("t", "first_token", items), template="Q: {text}")
+    assert plan.ids == ["0", "2"] and plan.prompts == {"aa": ["Q: p0", "Q: p2"], "bb": ["Q: q0", "Q: q2"]}
+    with pytest.raises(ln.LangNeuronsError, match="{premise} has no data"):
+        plan_items(task=Task("t", "first_token", items), template="{premise} {text}")

@@ -121,6 +121,9 @@ def corpus_task(corpus: ParallelCorpus, kind: str, **settings: Any) -> Task:
         return Task("cloze", metric, items, source=source, **settings).validate()
     if kind not in CORPUS_TASKS:
         raise LangNeuronsError(f"unknown corpus task {kind!r}; choose one of {', '.join(CORPUS_TASKS)}")
+    metric = settings.pop("metric", None)
+    if metric is not None and metric != kind:
+        raise LangNeuronsError(f"task {kind!r} is scored by {kind!r}; --metric applies to the cloze")
     items = []
     for lang in corpus.languages:
         for i, text in enumerate(corpus.texts(lang)):
@@ -134,8 +137,7 @@ def corpus_task(corpus: ParallelCorpus, kind: str, **settings: Any) -> Task:
                 answer = field_value(corpus.fields, "answer", i, lang)
                 answers = tuple(str(a) for a in answer) if isinstance(answer, (list, tuple)) else (str(answer),)
                 items.append(TaskItem(str(i), lang, text, answers=answers))
-    metric = {"choice": "choice", "first_token": "first_token", "greedy": "greedy"}[kind]
-    return Task(kind, metric, items, source={"corpus": corpus.provenance()}, **settings).validate()
+    return Task(kind, kind, items, source={"corpus": corpus.provenance()}, **settings).validate()
 
 
 def aligned_task(task: Task, langs: Sequence[str] | None = None) -> tuple[Task, list[str]]:

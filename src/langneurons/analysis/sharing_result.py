@@ -29,9 +29,9 @@ def _headline(artefact: Any) -> str | None:
     share = summary.get("mean_share")
     if not isinstance(share, dict) or "all_shared" not in share:
         return None
-    text = (f"All-shared neurons are {share['all_shared']:.1%} of the FFN neurons on average over layers "
-            f"(partial-shared {share.get('partial_shared', math.nan):.1%}, specific "
-            f"{share.get('specific', math.nan):.1%}, non-activated {share.get('non_activated', math.nan):.1%})")
+    text = (f"All-shared neurons are {share['all_shared']:.2%} of the FFN neurons on average over layers "
+            f"(partial-shared {share.get('partial_shared', math.nan):.2%}, specific "
+            f"{share.get('specific', math.nan):.2%}, non-activated {share.get('non_activated', math.nan):.2%})")
     accuracy = summary.get("deactivation_mean_accuracy")
     if isinstance(accuracy, dict) and "normal" in accuracy and "all_shared" in accuracy:
         text += (f"; deactivating each item's all-shared neurons moves mean accuracy from {accuracy['normal']:.3f} "

@@ -237,6 +237,19 @@ def analyse_recording(model: nn.Module, recording: SharingRecording, items: Shar
     return accumulator
 
 
+def fit_length(model: nn.Module, max_length: int | None, scored: bool) -> int | None:
+    """``max_length`` capped at the model's context (minus the answer's first token when a task scores it: the
+    scorer cuts prompt + continuation to the context; a choice option longer than one token can make it cut a
+    prompt within that many tokens of the context a little more)."""
+    from langneurons.evaluation.generation import context_length
+
+    limit = context_length(model)
+    if limit is None:
+        return max_length
+    limit -= 1 if scored else 0
+    return limit if max_length is None or max_length > limit else max_length
+
+
 def sharing_matters(model: Any, parallel: Any = None, task: Any = None, template: Any = None,
                     langs: list[str] | None = None, limit: int | None = None, threshold: float = 0.0,
                     thresholds: Any = None, language_counts: Any = None, top: float = 0.05, normalize: bool = True,
@@ -274,6 +287,7 @@ def sharing_matters(model: Any, parallel: Any = None, task: Any = None, template
         plan = plan_items(corpus, task, template, langs, limit, data, task_settings)
     settings.counts_for(len(plan.languages))  # a bad language count fails before the model loads
     loaded = as_loaded(model, tokenizer, **load)
+    max_length = fit_length(loaded.model, max_length, plan.task is not None)
     items = plan.tokenize(loaded.tokenizer, max_length, add_bos)
     scored = items.task is not None
     recording = record_sharing(loaded.model, items, threshold, batch_size, padding_side, dead=dead,

@@ -74,7 +74,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--task-batch-size", type=int, default=8, help="rows per forward pass of the task scoring")
     parser.add_argument("--chunk-size", type=int, default=None, help="positions per chunk of the LM head")
     parser.add_argument("--padding-side", default="right", choices=["right", "left"], help="padding of the recording")
-    parser.add_argument("--max-length", type=int, default=512, help="longer inputs keep their last tokens")
+    parser.add_argument("--max-length", type=int, default=512, help="longer inputs keep their last tokens (at most the model's context; default 512)")
     parser.add_argument("--bos", action="store_true", help="without a task: put a BOS before each line")
     parser.add_argument("--scratch-dir", default=None,
                         help="folder for memory-mapped vectors of large runs (default: the system's temporary folder)")

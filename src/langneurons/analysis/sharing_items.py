@@ -225,6 +225,9 @@ def plan_items(parallel: ParallelCorpus | None = None, task: Task | str | None =
             raise LangNeuronsError(f"task {task!r} is built from a parallel corpus: give --parallel")
         task = corpus_task(parallel, task, **settings)  # every line (cloze distractors), then the first `limit`
         return plan_task(task, template, limit=limit)
+    if task is not None and parallel is not None:
+        raise LangNeuronsError(f"task {getattr(task, 'name', task)!r} brings its own prompts: give --parallel only "
+                               f"with a task built from it ({', '.join(CORPUS_TASKS)})")
     if isinstance(task, str):
         from langneurons.evaluation.tasks.loaders import load_task
 

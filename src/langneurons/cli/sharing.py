@@ -51,6 +51,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--space", default=None, choices=["auto", "yes", "no"],
                         help="leading space before a continuation (default auto)")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="greedy tasks: tokens to generate")
+    parser.add_argument("--relations", default=None,
+                        help="mpararel: comma-separated relations (the paper's fact probing: P36, capitals)")
     parser.add_argument("--thresholds", default="0,0.1,0.2,0.3,0.4,0.5",
                         help="comma-separated thresholds of the sweep (Figure 22)")
     parser.add_argument("--language-counts", default=None,
@@ -129,6 +131,10 @@ def run(args: argparse.Namespace) -> int:
     settings = task_settings(args)
     if args.metric is not None:
         settings["metric"] = args.metric
+    if args.relations is not None:
+        if args.task != "mpararel":
+            raise LangNeuronsError("--relations applies to --task mpararel")
+        settings["relations"] = parse_langs(args.relations)
     corpus = None if args.parallel is None else load_parallel_corpus(args.parallel, langs)
     plan = plan_items(corpus, args.task, args.template, langs, args.limit, args.data, settings)
     loaded = load_model_from_args(args)

@@ -117,15 +117,16 @@ def contract_models():
 
 
 def contract_pooled():
-    """Per-sample vectors [6 languages, 5 samples, 4 layers, 50]: neuron 7k of layer k % 4 fires in language k only."""
+    """Per-sample vectors [6 languages, 5 samples, 4 layers, 50] (standard normal, so some are negative, as the
+    neuron types need): neuron 7k of layer k % 4 fires in language k only (as key regions need). Mode "last"."""
     from langneurons.stats.pooled import PooledVectors
 
     generator = torch.Generator().manual_seed(0)
-    vectors = torch.rand(6, 5, 4, 50, generator=generator)
+    vectors = torch.randn(6, 5, 4, 50, generator=generator)
     for k in range(6):
         vectors[k, :, k % 4, 7 * k] += 3.0
-    return PooledVectors([f"l{k}" for k in range(6)], vectors, meta={"site": "ffn.act", "model": "hand"})
-
+    return PooledVectors([f"l{k}" for k in range(6)], vectors, mode="last",
+                         meta={"site": "ffn.act", "model": "hand"})
 
 
 def contract_importance():
@@ -141,7 +142,6 @@ def contract_importance():
         for _ in range(3):
             stats.add(lang, {"ffn": base + boost + 0.01 * torch.rand(4, 50, generator=generator)}, tokens=7)
     return stats
-
 
 
 #: what each kind of method input looks like in the contract test; a method consuming something new adds one

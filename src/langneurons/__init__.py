@@ -18,6 +18,7 @@ from langneurons.analysis import (
     selection_sweep,
     sentence_embeddings,
     sentence_similarity,
+    sharing_matters,
 )
 from langneurons.model.architectures import ArchitectureSpec, register_architecture, registered_model_types
 from langneurons.analysis.lingua_franca import (
@@ -42,6 +43,8 @@ from langneurons.interventions.edits import Add, NeuronEdit, Raise, Scale, SetVa
 from langneurons.interventions.neurons import Activate, Deactivate, activate, deactivate, intervene
 from langneurons.model.loading import load_model
 from langneurons.methods import available_methods, get_method, identify, random_like
+from langneurons.methods.neuron_types import TYPES as NEURON_TYPES, neuron_types
+from langneurons.data.templates import PRESETS, Template
 from langneurons.methods.parameter_variation import identify_parameters, parameter_perplexity_matrix
 from langneurons.interventions.parameters import zero_parameters
 from langneurons.sets.parameterset import ParameterSet, load_parameters, random_parameters_like
@@ -84,6 +87,7 @@ __all__ = [
     "NeuronEdit", "Zero", "SetValue", "Raise", "Scale", "Add",
     "ImportanceStats", "load_importance", "plnd_importance", "plnd_inputs", "record_importance", "structure_overlap",
     "layer_bands", "plan_deactivation", "mwork_deactivation", "layer_language",
+    "sharing_matters", "neuron_types", "NEURON_TYPES", "Template", "PRESETS",
 ]
 
 #: Modules of the flat layout before 0.2 -> where they live now (``ln.perplexity`` still resolves, lazily).

@@ -13,6 +13,7 @@ function                               ``meta.json`` kind     paper
 ``language_dominance(embeddings)``     ``dominance``          eq. 6, Figure 7
 ``compare_neuron_sets({name: set})``   ``method_comparison``  (none)
 ``lingua_franca(model, parallel, ...)`` ``lingua_franca``      Zeng et al. 2024, eqs. 5-14, Table 1, Figs 2-7
+``sharing_matters(model, ...)``        ``sharing_matters``    Sharing Matters: eqs. 3-7, Tables 1-4, Figs 2-10
 =====================================  =====================  ==========================================
 """
 
@@ -34,6 +35,15 @@ from langneurons.analysis.layer_language import LayerLanguage, layer_language
 from langneurons.analysis.mwork import layer_bands, plan_deactivation
 from langneurons.analysis.mwork_results import MWorkResult, mwork_deactivation
 from langneurons.analysis.overlap import Overlap, StructureOverlap, neuron_overlap, structure_overlap
+from langneurons.analysis.sharing import SharingAccumulator, SharingSettings, contribution_scores
+from langneurons.analysis.sharing_items import ItemsPlan, SharingItems, build_items, plan_items
+from langneurons.analysis.sharing_result import SharingResult
+from langneurons.analysis.sharing_run import (
+    analyse_recording,
+    effective_directions,
+    record_sharing,
+    sharing_matters,
+)
 from langneurons.analysis.sweep import DEFAULT_RATIOS, SelectionSweep, selection_sweep
 
 __all__ = [
@@ -43,4 +53,6 @@ __all__ = [
     "SentenceSimilarity", "compare_neuron_sets", "dominance_scores", "language_dominance", "layer_distribution",
     "mean_ses", "neuron_overlap", "pairwise_ses", "read_analysis_meta", "read_table", "selection_sweep",
     "sentence_embeddings", "sentence_similarity",
+    "ItemsPlan", "SharingAccumulator", "SharingItems", "SharingResult", "SharingSettings", "analyse_recording",
+    "build_items", "contribution_scores", "effective_directions", "plan_items", "record_sharing", "sharing_matters",
 ]

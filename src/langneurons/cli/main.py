@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "identify",
     "perplexity",
     "task",
+    "sharing",
     "masks",
     "pv",
     "generate",

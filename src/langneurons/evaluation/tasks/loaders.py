@@ -83,18 +83,14 @@ def split_last_word(verse: str, language: str, word_chars: int = 2) -> tuple[str
     return (head, word) if head and word else None
 
 
-def cloze_task(root: str | Path | None = None, langs: Sequence[str] | None = None, limit: int | None = None,
-               heldout: int = 1000, options: int = 4, seed: int = 0, metric: str = "choice", word_chars: int = 2,
-               **settings: Any) -> Task:
-    """Predict the last word of held-out aligned verses (``bible/{lang}.txt``); see the module docstring."""
+def cloze_items(lines: dict[str, Sequence[str]], options: int = 4, seed: int = 0, metric: str = "choice",
+                word_chars: int = 2, limit: int | None = None) -> list[TaskItem]:
+    """Cloze items of aligned verses ``{lang: lines}`` (item id = line index; see the module docstring)."""
     if options < 2 and metric == "choice":
         raise LangNeuronsError(f"a cloze needs at least 2 options, got {options}")
-    folder = _folder(root, "bible")
-    found = [p.stem for p in folder.glob("*.txt") if p.stem != "refs"]
     items = []
-    for lang in _languages(found, langs, "bible"):
-        lines = (folder / f"{lang}.txt").read_text(encoding="utf-8").splitlines()[-heldout:]
-        split = [split_last_word(line, lang, word_chars) for line in lines]
+    for lang, verses in lines.items():
+        split = [split_last_word(line, lang, word_chars) for line in verses]
         count = 0
         for index, parts in enumerate(split):
             if parts is None:
@@ -120,6 +116,20 @@ def cloze_task(root: str | Path | None = None, langs: Sequence[str] | None = Non
             count += 1
             if limit and count >= limit:
                 break
+    return items
+
+
+def cloze_task(root: str | Path | None = None, langs: Sequence[str] | None = None, limit: int | None = None,
+               heldout: int = 1000, options: int = 4, seed: int = 0, metric: str = "choice", word_chars: int = 2,
+               **settings: Any) -> Task:
+    """Predict the last word of held-out aligned verses (``bible/{lang}.txt``); see the module docstring."""
+    if options < 2 and metric == "choice":
+        raise LangNeuronsError(f"a cloze needs at least 2 options, got {options}")
+    folder = _folder(root, "bible")
+    found = [p.stem for p in folder.glob("*.txt") if p.stem != "refs"]
+    lines = {lang: (folder / f"{lang}.txt").read_text(encoding="utf-8").splitlines()[-heldout:]
+             for lang in _languages(found, langs, "bible")}
+    items = cloze_items(lines, options, seed, metric, word_chars, limit)
     source = {"data": str(folder), "heldout_lines": heldout, "options": options, "seed": seed,
               "word_chars": word_chars}
     return Task("cloze", metric, items, source=source, **settings).validate()

@@ -89,6 +89,10 @@ def score_rows(model: nn.Module, rows: Sequence[Sequence[int]], targets: Sequenc
         raise LangNeuronsError(f"--batch-size must be at least 1, got {batch_size}")
     order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
     out: list[RowScore | None] = [None] * len(rows)
+    if batch_context is not None:  # the head check's one-row forward must not run inside a per-row edit
+        from langneurons.evaluation.logprobs import head_path
+
+        head_path(model)
     for start in range(0, len(order), batch_size):
         chosen = order[start:start + batch_size]
         input_ids, mask = pad_rows([rows[i] for i in chosen], pad_id, side="right")

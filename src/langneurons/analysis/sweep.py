@@ -18,13 +18,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from langneurons.analysis.output import AnalysisOutput, Figure, Table, declare_kind, summary_of
-from langneurons.data.corpus import PackedCorpus, default_seq_len, load_corpus
+from langneurons.data.corpus import PackedCorpus, default_seq_len
 from langneurons.errors import LangNeuronsError
 from langneurons.interventions.neurons import deactivate
 from langneurons.model.loading import LoadedModel, as_loaded
 from langneurons.methods import get_method
-from langneurons.evaluation.perplexity import corpus_nll
+from langneurons.evaluation.perplexity import corpus_windows, language_nll, normal_key
 from langneurons.model.sites import locate_site
+from langneurons.recording.parallel_run import active_run, model_key
 
 
 
@@ -136,7 +137,9 @@ def selection_sweep(
 ) -> SelectionSweep:
     """Deactivate ``language``'s neurons selected at each ratio from ``stats``; PPL on every corpus language.
 
-    ``method_params`` are the method's other parameters (``top_rate`` is the swept one).
+    ``method_params`` are the method's other parameters (``top_rate`` is the swept one). Data parallel under
+    torchrun (each rank evaluates its batches); the ``normal`` row is the perplexity matrix's (one cache entry
+    per model, corpus and batching, when the current run has a cache).
     """
     ratios = check_ratios(ratios)
     params = dict(method_params or {})
@@ -151,25 +154,32 @@ def selection_sweep(
     if (site_map.num_layers, site_map.width) != (stats.num_layers, stats.width):
         raise LangNeuronsError(f"statistics are for {stats.num_layers} layers x {stats.width} neurons but model "
                                f"{loaded.name!r} has {site_map.num_layers} x {site_map.width} at site {site!r}")
-    packed = corpus if isinstance(corpus, PackedCorpus) else load_corpus(
-        corpus, loaded.tokenizer, seq_len or default_seq_len(loaded.model), langs=langs, max_tokens=max_tokens)
-    selections = [get_method(method, top_rate=ratio, **params).fit(stats).select() for ratio in ratios]
-    sizes = [selection.size(language) for selection in selections]
-    evaluated = packed.languages
-    normal = torch.zeros(len(evaluated), dtype=torch.float64)
-    nll = torch.zeros(len(ratios), len(evaluated), dtype=torch.float64)
-    total = sum(int(w.numel()) for w in packed.windows.values()) * (len(ratios) + 1)
-    with tqdm(total=total, unit="tok", unit_scale=True, disable=not progress, dynamic_ncols=True) as bar:
-        for c, lang in enumerate(evaluated):
-            bar.set_description(f"sweep normal->{lang}")
-            summed, count = corpus_nll(loaded.model, packed.windows[lang], batch_size, bar)
-            normal[c] = summed / count
-        for r, selection in enumerate(selections):
-            with deactivate(loaded.model, selection, language, site_map=site_map):
-                for c, lang in enumerate(evaluated):
-                    bar.set_description(f"sweep {ratios[r]:g}->{lang}")
-                    summed, count = corpus_nll(loaded.model, packed.windows[lang], batch_size, bar)
-                    nll[r, c] = summed / count
+    with active_run() as run:
+        packed = corpus_windows(corpus, loaded.tokenizer, seq_len or default_seq_len(loaded.model), batch_size,
+                                langs, max_tokens)
+        selections = [get_method(method, top_rate=ratio, **params).fit(stats).select() for ratio in ratios]
+        sizes = [selection.size(language) for selection in selections]
+        evaluated = packed.languages
+        normal = torch.zeros(len(evaluated), dtype=torch.float64)
+        nll = torch.zeros(len(ratios), len(evaluated), dtype=torch.float64)
+        fingerprint = model_key(loaded.model) if run.cache is not None else None
+        total = sum(int(batch.numel()) for batch in packed.batches.values()) * (len(ratios) + 1)  # this rank's
+        with tqdm(total=total, unit="tok", unit_scale=True, disable=not progress or not run.is_main,
+                  dynamic_ncols=True) as bar:
+            for c, lang in enumerate(evaluated):
+                bar.set_description(f"sweep normal->{lang}")
+                with run.scope(f"sweep/normal/{lang}"):
+                    summed, count = language_nll(loaded.model, packed, lang, bar,
+                                                 cache_key=normal_key(fingerprint, packed, lang))
+                normal[c] = summed / count
+            for r, selection in enumerate(selections):
+                with deactivate(loaded.model, selection, language, site_map=site_map):
+                    for c, lang in enumerate(evaluated):
+                        bar.set_description(f"sweep {ratios[r]:g}->{lang}")
+                        with run.scope(f"sweep/{ratios[r]!r}/{lang}"):
+                            summed, count = language_nll(loaded.model, packed, lang, bar)
+                        nll[r, c] = summed / count
+        report = run.report()
     if not bool(torch.isfinite(nll).all() and torch.isfinite(normal).all()):
         raise LangNeuronsError("perplexity is not finite (try --dtype float32)")
     meta = {
@@ -185,5 +195,6 @@ def selection_sweep(
         "corpus": {"path": None if isinstance(corpus, PackedCorpus) else str(corpus), **packed.provenance()},
         "parameters": {"batch_size": batch_size},
         "nll_unit": "nats per predicted token",
+        **report,
     }
     return SelectionSweep(language, ratios, list(evaluated), nll, normal, sizes, meta)

@@ -9,9 +9,14 @@ from langneurons.cli._common import (
     add_force_option,
     add_model_options,
     add_placement_options,
+    add_resume_options,
     check_placement,
+    command_run,
+    load_model_from_args,
     parse_langs,
     prepare_outputs,
+    start_checkpoints,
+    with_checkpoints,
 )
 
 
@@ -28,6 +33,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random row")
     parser.add_argument("--no-random", action="store_true", help="skip the random row")
     add_placement_options(parser)
+    add_resume_options(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_force_option(parser)
     parser.set_defaults(func=run)
@@ -38,22 +44,27 @@ def run(args: argparse.Namespace) -> int:
     from langneurons.evaluation.perplexity import perplexity_matrix
 
     check_placement(args)
-    prepare_outputs(args, {"--out": args.out}, {"--model": args.model, "--corpus": args.corpus,
-                                                "--neurons": args.neurons})
+    inputs = {"--model": args.model, "--corpus": args.corpus, "--neurons": args.neurons}
+    prepare_outputs(args, with_checkpoints(args, {"--out": args.out}), inputs)
     neurons = load_neurons(args.neurons)  # fail fast before loading the model
     if args.site != "ffn.act" and args.site != neurons.site:
         from langneurons.errors import LangNeuronsError
 
         raise LangNeuronsError(f"--site {args.site} differs from the neuron set's site {neurons.site}")
-    matrix = perplexity_matrix(
-        args.model, args.corpus, neurons, langs=parse_langs(args.langs), max_tokens=args.max_tokens,
-        seq_len=args.seq_len, batch_size=args.batch_size, device=args.device, dtype=args.dtype,
-        random_seed=args.seed, include_random=not args.no_random, progress=not args.no_progress,
-        device_map=args.device_map, offload_folder=args.offload_folder,
-    )
-    matrix.save(args.out)
-    print(format_matrix(matrix))
-    print(f"wrote {args.out}/perplexity.csv, nll.csv, perplexity_change.png")
+    with command_run(args, inputs) as run:  # torchrun: every rank evaluates its batches, rank 0 writes
+        loaded = load_model_from_args(args)
+        start_checkpoints(run, args, loaded, inputs)
+        matrix = perplexity_matrix(
+            loaded, args.corpus, neurons, langs=parse_langs(args.langs), max_tokens=args.max_tokens,
+            seq_len=args.seq_len, batch_size=args.batch_size, random_seed=args.seed,
+            include_random=not args.no_random, progress=not args.no_progress,
+        )
+        if run.is_main:
+            matrix.save(args.out)
+        run.finish()
+    if run.is_main:
+        print(format_matrix(matrix))
+        print(f"wrote {args.out}/perplexity.csv, nll.csv, perplexity_change.png")
     return 0
 
 

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from langneurons.cli._common import add_model_options, add_placement_options, check_placement, parse_langs
+from langneurons.cli._common import (
+    add_model_options,
+    add_placement_options,
+    add_resume_options,
+    check_placement,
+    parse_langs,
+)
 
 
 def add_parser(subparsers) -> None:
@@ -38,6 +44,7 @@ def add_parser(subparsers) -> None:
                         help="positions per chunk of the LM head (default: 2**26 logits per chunk)")
     parser.add_argument("--out", required=True, help="output directory")
     add_placement_options(parser)
+    add_resume_options(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -54,13 +61,17 @@ def task_settings(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from langneurons.cli._common import load_model_from_args
+    from langneurons.cli._common import checkpoint_dir, command_run, load_model_from_args, start_checkpoints
     from langneurons.errors import LangNeuronsError
     from langneurons.evaluation.tasks import load_task, task_accuracy
     from langneurons.sets.artefacts import check_writable
 
     check_placement(args)
     check_writable(args.out)
+    if checkpoint_dir(args) is not None:
+        from langneurons.cli._common import prepare_outputs, with_checkpoints
+
+        prepare_outputs(args, with_checkpoints(args, {})[-1:], {"--model": args.model, "--task": args.task})
     task = load_task(args.task, data=args.data, langs=parse_langs(args.langs), limit=args.limit, metric=args.metric,
                      **task_settings(args))
     task.validate()
@@ -73,11 +84,22 @@ def run(args: argparse.Namespace) -> int:
             raise LangNeuronsError(f"--site {args.site} differs from the neuron set's site {neurons.site}")
     elif args.deactivate:
         raise LangNeuronsError("--deactivate needs --neurons")
-    loaded = load_model_from_args(args)
-    result = task_accuracy(loaded, task, neurons, deactivate_languages=parse_langs(args.deactivate),
-                           include_random=not args.no_random, random_seed=args.seed, batch_size=args.batch_size,
-                           chunk_size=args.chunk_size, progress=not args.no_progress)
-    result.save(args.out)
+    inputs = {"--model": args.model, "--task": args.task, "--neurons": args.neurons}
+    with command_run(args, inputs) as run:  # torchrun: every rank scores its batches, rank 0 writes
+        loaded = load_model_from_args(args)
+        from dataclasses import asdict
+
+        from langneurons.recording.progress import digest
+
+        start_checkpoints(run, args, loaded, inputs, extra={"items": digest([asdict(i) for i in task.items])})
+        result = task_accuracy(loaded, task, neurons, deactivate_languages=parse_langs(args.deactivate),
+                               include_random=not args.no_random, random_seed=args.seed, batch_size=args.batch_size,
+                               chunk_size=args.chunk_size, progress=not args.no_progress)
+        if run.is_main:
+            result.save(args.out)
+        run.finish()
+    if not run.is_main:
+        return 0
     print(format_accuracy(result))
     print(f"wrote {args.out}/accuracy.csv, items.jsonl, meta.json")
     return 0

@@ -342,12 +342,21 @@ def _unpack(model: Any, tokenizer: Any) -> tuple[nn.Module, Any]:
 
 def _generate_rows(model: nn.Module, tokenizer: Any, rows: list[list[int]], settings: GenerationSettings,
                    edits: Sequence[Edit], site_map: SiteMap | None, progress: Any) -> list[str]:
-    outputs: list[str] = []
-    batches = math.ceil(len(rows) / settings.batch_size)
+    """Batch ``b`` (seed ``settings.seed + b``) runs on rank ``b % world_size`` of the current run; the outputs
+    are gathered in order, so they equal a single process's (the same batches, the same seeds)."""
+    from langneurons.recording.parallel_run import current_run
+
+    run = current_run()
+    size = settings.batch_size
+    batches = math.ceil(len(rows) / size)
+
+    def unit(b: int) -> list[str]:
+        chunk = rows[b * size:(b + 1) * size]
+        texts = generate_batch(model, tokenizer, chunk, settings, seed=settings.seed + b)
+        if progress is not None:
+            progress.update(len(chunk) * run.world_size)  # the others advance alike
+        return texts
+
     with intervene(model, list(edits), site_map=site_map):
-        for b in range(batches):
-            chunk = rows[b * settings.batch_size:(b + 1) * settings.batch_size]
-            outputs.extend(generate_batch(model, tokenizer, chunk, settings, seed=settings.seed + b))
-            if progress is not None:
-                progress.update(len(chunk))
-    return outputs
+        parts = run.map(batches, unit, sizes=[len(rows[b * size:(b + 1) * size]) for b in range(batches)])
+    return [text for part in parts for text in part]

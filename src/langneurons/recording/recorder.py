@@ -27,8 +27,15 @@ from langneurons.recording.accumulator import AccumulatorGroup, StatsAccumulator
 from langneurons.recording.checkpoint import Checkpointer, CheckpointStore, RecordPosition
 from langneurons.data.corpus import PackedCorpus, default_seq_len, find_corpus_files
 from langneurons.errors import LangNeuronsError
-from langneurons.model.loading import LoadedModel, as_loaded
-from langneurons.recording.schedule import PlannedBatch, ScheduleCursor, batch_schedule, select_batches
+from langneurons.model.loading import LoadedModel, as_loaded, load_model
+from langneurons.recording.schedule import (
+    PlannedBatch,
+    ScheduleCursor,
+    batch_schedule,
+    indexed_schedule,
+    select_batches,
+)
+from langneurons.data.rank_windows import index_corpus
 from langneurons.model.sites import SiteMap, input_device, locate_site
 from langneurons.data.batching import forward_kwargs, last_index
 from langneurons.recording.hooks import as_providers, attach_all, expected_calls, route
@@ -238,6 +245,8 @@ def record(
     distributed_run: bool | None = None,
     reduction: str | None = None,
     sites: list[str] | tuple[str, ...] | None = None,
+    trust_remote_code: bool = False,
+    attn_implementation: str | None = None,
 ) -> ActivationStats | dict[str, ActivationStats]:
     """Record per-language activation statistics of every neuron at ``site``.
 
@@ -249,7 +258,8 @@ def record(
     is run; shards merge by addition. ``reduce_dtype="float64"`` makes the CPU per-block sums exact to
     double precision (slower); ``reduction`` picks ``blocks`` / ``direct`` (default: blocks on the CPU,
     direct on accelerators, see :mod:`langneurons.recording.accumulator`). ``device_map`` / ``offload_folder`` place
-    a big model with accelerate (see :func:`langneurons.model.loading.load_model`).
+    a big model with accelerate; ``revision``, ``trust_remote_code`` and ``attn_implementation`` load a hub model
+    (see :func:`langneurons.model.loading.load_model`).
 
     Under ``torchrun`` (``distributed_run=None`` follows the environment) this process runs its rank's
     batches and the statistics are summed over all ranks; every rank returns the total.
@@ -272,8 +282,13 @@ def record(
     if context.is_distributed and device_map is not None:
         raise LangNeuronsError("--device-map cannot be combined with data-parallel ranks (torchrun); "
                                "run one process per model copy")
-    loaded = as_loaded(model, tokenizer, device=device, dtype=dtype, revision=revision, device_map=device_map,
-                       offload_folder=offload_folder)
+    if isinstance(model, (str, Path)):
+        loaded = load_model(str(model), device=device, dtype=dtype, revision=revision, device_map=device_map,
+                            offload_folder=offload_folder, trust_remote_code=trust_remote_code,
+                            attn_implementation=attn_implementation)
+    else:
+        loaded = as_loaded(model, tokenizer, device=device, dtype=dtype, revision=revision, device_map=device_map,
+                           offload_folder=offload_folder)
     names = [site] if sites is None else list(dict.fromkeys(sites))
     if not names:
         raise LangNeuronsError("sites must name at least one site")
@@ -307,25 +322,27 @@ def record(
     }
 
     store = None if checkpoint_dir is None else CheckpointStore(checkpoint_dir, context.rank)
-    position, every = RecordPosition(), checkpoint_every
+    position, every, done = RecordPosition(), checkpoint_every, set()
     if store is not None and resume:
-        found = store.load(fingerprint)
-        if found is None:
-            if context.is_main:
-                print(f"no checkpoint in {str(checkpoint_dir)!r}; starting from the beginning", file=sys.stderr)
-        else:
-            accumulator.load_state_dict(found.state)
-            position, every = found.position, every or found.every
+        position, every, done = _resume(store, context, fingerprint, accumulator, every, checkpoint_dir)
     elif store is not None and store.exists():
         raise LangNeuronsError(f"{str(checkpoint_dir)!r} holds checkpoints of an earlier run; resume it "
                                "(--resume) or delete it")
     distributed.barrier(context)  # every rank has looked at the checkpoints before any rank writes one
-    resumed_from = position.next_batch
+    resumed_from = next((g for g in range(len(done) + 1) if g not in done), 0)
     checkpointer = Checkpointer(store, every, fingerprint, accumulator, position)
 
+    def runs(index: int) -> bool:
+        return distributed.owns_batch(context, index) and index not in done
+
     cursor = ScheduleCursor()
-    planned = select_batches(batch_schedule(source, batch_size, shard_index, num_shards),
-                             lambda index: distributed.owns_batch(context, index), resumed_from, cursor)
+    if context.is_distributed and files is not None:  # each rank tokenizes only its share of the corpus
+        indexes = index_corpus(source, context.rank, context.world_size,
+                               lambda t: _all_sum(context, t, stats_device))
+        planned = indexed_schedule(source, indexes, batch_size, shard_index, num_shards, runs, cursor)
+    else:
+        planned = select_batches(batch_schedule(source, batch_size, shard_index, num_shards), runs, resumed_from,
+                                 cursor)
     total = expected_tokens(source, num_shards * context.world_size)
     if total is not None:
         total = max(total - position.tokens_done, 0)
@@ -357,6 +374,61 @@ def record(
             meta["resumed_from_batch"] = resumed_from
         results[name] = accumulators[name].to_stats(meta)
     return results[site] if sites is None else results
+
+
+def _all_sum(context: distributed.DistributedContext, tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    moved = tensor.to(device, copy=True)
+    distributed.all_reduce_sum(context, [moved])
+    return moved.cpu()
+
+
+def _resume(store: CheckpointStore, context: distributed.DistributedContext, fingerprint: dict[str, Any],
+            accumulator: AccumulatorGroup, every: int | None, directory: Any) -> tuple[RecordPosition, int | None, set]:
+    """Continue the checkpoints: each rank its own folder's, rank 0 also those of ranks this run does not have.
+
+    Returns this rank's position, the checkpoint interval and the batch indices every checkpoint holds (skipped).
+    """
+    found = store.load(fingerprint)
+    extras = [c for c in (other.load(fingerprint) for other in store.other_ranks(context.world_size))
+              if c is not None] if context.is_main else []
+    mine = [found] if found is not None else []
+    shared = distributed.all_gather_objects(context, [(c.position.lineage, c.position.absorbed, c.position.done,
+                                                       c.every) for c in mine + extras])
+    entries = [entry for part in shared for entry in part]
+    absorbed = {lineage for _, taken, _, _ in entries for lineage in taken}
+    every = every or next((interval for *_, interval in entries if interval), None)
+    done: set[int] = set()
+    for lineage, _, batches, _ in entries:
+        if lineage in absorbed:
+            continue  # already summed into another checkpoint (its folder was not yet removed)
+        overlap = done.intersection(batches)
+        if overlap:
+            raise LangNeuronsError(f"checkpoints in {str(directory)!r} hold batch {min(overlap)} twice; "
+                                   "delete the folder to start over")
+        done.update(batches)
+    if not entries:
+        if context.is_main:
+            print(f"no checkpoint in {str(directory)!r}; starting from the beginning", file=sys.stderr)
+        return RecordPosition(), every, done
+    position = RecordPosition()
+    if found is not None and found.position.lineage not in absorbed:
+        accumulator.load_state_dict(found.state)
+        position, every = found.position, every or found.every
+    taken = [c for c in extras if c.position.lineage not in absorbed]
+    if taken:  # rank 0 takes over the ranks the earlier, larger run had
+        state = accumulator.state_dict()
+        for extra in taken:
+            state = {key: value + extra.state[key] for key, value in state.items()}
+            position.done += extra.position.done
+            position.windows_done += extra.position.windows_done
+            position.tokens_done += extra.position.tokens_done
+            position.absorbed.append(extra.position.lineage)
+            every = every or extra.every
+        accumulator.load_state_dict(state)
+        store.save(accumulator.state_dict(), position, fingerprint, every)
+        for other in store.other_ranks(context.world_size):
+            other.clear()
+    return position, every, done
 
 
 def _site_fingerprint(site_maps: dict[str, SiteMap]) -> dict[str, Any]:

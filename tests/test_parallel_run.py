@@ -257,3 +257,175 @@ def test_record_killed_on_two_ranks_resumed_by_one(runs, llama_dir, corpus_dir):
     assert_same_statistics(stats, one_thread(ln.record, str(llama_dir), corpus_dir, progress=False, **RECORD))
     assert not (directory / "rank-1").exists()  # taken over by rank 0's checkpoint
     assert stats.meta["resumed_from_batch"] >= 1
+
+
+# -- loading real models: every model command passes the loading options through ------------------------------
+class Loaded(Exception):
+    pass
+
+
+def test_every_model_command_passes_the_loading_options(inputs, llama_dir, corpus_dir, valid_dir, tmp_path,
+                                                        monkeypatch, capsys):
+    from langneurons.errors import LangNeuronsError
+
+    seen = []
+
+    def fake_load_model(name, **kwargs):
+        seen.append(kwargs)
+        raise LangNeuronsError("stop after loading")
+
+    monkeypatch.setattr("langneurons.model.loading.load_model", fake_load_model)
+    monkeypatch.setattr("langneurons.recording.recorder.load_model", fake_load_model)
+    options = ["--revision", "v1", "--trust-remote-code", "--attn-implementation", "eager", "--dtype", "float16"]
+    model = ["--model", str(llama_dir)]
+    argvs = [
+        ["record", *model, "--corpus", str(corpus_dir), "--out", str(tmp_path / "r")],
+        ["perplexity", *model, "--corpus", str(valid_dir), "--neurons", str(inputs / "neurons"), "--out",
+         str(tmp_path / "p")],
+        ["analyze", "sweep", *model, "--stats", str(inputs / "stats"), "--language", "aa", "--corpus",
+         str(valid_dir), "--out", str(tmp_path / "s")],
+        ["analyze", "ses", *model, "--corpus", str(inputs / "parallel"), "--out", str(tmp_path / "e")],
+        ["analyze", "dominance", *model, "--corpus", str(inputs / "parallel"), "--out", str(tmp_path / "d")],
+        ["generate", *model, "--prompts", str(inputs / "prompts"), "--out", str(tmp_path / "g")],
+        ["steer", *model, "--prompts", str(inputs / "prompts"), "--neurons", str(inputs / "neurons"), "--stats",
+         str(inputs / "stats"), "--out", str(tmp_path / "t")],
+        ["task", *model, "--task", str(inputs / "task.jsonl"), "--out", str(tmp_path / "k")],
+    ]
+    for argv in argvs:
+        assert main([*argv, *options]) == 2, argv
+        assert "stop after loading" in capsys.readouterr().err
+    assert len(seen) == len(argvs)
+    for kwargs in seen:
+        assert kwargs["revision"] == "v1" and kwargs["trust_remote_code"] is True
+        assert kwargs["attn_implementation"] == "eager" and kwargs["dtype"] == "float16"
+
+
+def test_pv_perplexity_passes_the_loading_options(llama_dir, valid_dir, tmp_path, monkeypatch, capsys):
+    from langneurons.cli.main import build_parser
+
+    args = build_parser().parse_args(["pv", "perplexity", "--model", str(llama_dir), "--corpus", str(valid_dir),
+                                      "--parameters", "p", "--out", "o", "--revision", "v1", "--trust-remote-code",
+                                      "--attn-implementation", "sdpa", "--dtype", "float16", "--resume"])
+    assert (args.revision, args.trust_remote_code, args.attn_implementation, args.dtype, args.resume) == \
+        ("v1", True, "sdpa", "float16", True)
+
+
+def test_an_attention_implementation_that_cannot_load_is_one_line(inputs, llama_dir, valid_dir, tmp_path, capsys):
+    code = main(["perplexity", "--model", str(llama_dir), "--corpus", str(valid_dir), "--neurons",
+                 str(inputs / "neurons"), "--out", str(tmp_path / "p"), "--attn-implementation", "flash_attention_2",
+                 *PPL])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and len(errors) == 1 and "cannot load model" in errors[0] and not (tmp_path / "p").exists()
+
+
+def test_attention_needs_are_checked_on_one_line(tokenizer):
+    from langneurons.cli._common import require_attention
+    from langneurons.model.loading import as_loaded
+    from langneurons.testbed.tiny import tiny_model
+
+    sdpa = as_loaded(tiny_model("llama", vocab_size=300), tokenizer)
+    require_attention(sdpa, "capture", "langneurons x")  # SDPA dispatches through the attention interface
+    with pytest.raises(ln.LangNeuronsError, match="needs attention weights.*attn_implementation='sdpa'.*eager"):
+        require_attention(sdpa, "weights", "langneurons x")
+    require_attention(as_loaded(tiny_model("llama", vocab_size=300, attn_implementation="eager"), tokenizer),
+                      "weights", "langneurons x")
+    bloom = as_loaded(tiny_model("bloom", vocab_size=300), tokenizer)
+    with pytest.raises(ln.LangNeuronsError, match="langneurons x cannot read the attention of this model: .*bloom"):
+        require_attention(bloom, "capture", "langneurons x")
+
+
+# -- the stores ------------------------------------------------------------------------------------------------
+def test_progress_store_refuses_other_runs_and_resumes_its_own(tmp_path):
+    from langneurons.recording.progress import ProgressStore
+
+    store = ProgressStore(tmp_path / "ckpt", {"model": "m", "batch_size": 2})
+    assert store.open(resume=False) == {}
+    store.append({"ppl/normal/aa/#0": {0: (1.5, 30), 2: (2.5, 30)}})
+    store.append({"ppl/normal/aa/#0": {1: (0.5, 30)}, "empty": {}})
+    (tmp_path / "ckpt" / ".part-000009.pt.x.partial").write_bytes(b"torn")  # a write killed halfway
+    with pytest.raises(ln.LangNeuronsError, match="holds checkpoints of an earlier run"):
+        ProgressStore(tmp_path / "ckpt", {"model": "m", "batch_size": 2}).open(resume=False)
+    with pytest.raises(ln.LangNeuronsError, match=r"different run \(batch_size: 2 there, 4 now\)"):
+        ProgressStore(tmp_path / "ckpt", {"model": "m", "batch_size": 4}).open(resume=True)
+    again = ProgressStore(tmp_path / "ckpt", {"model": "m", "batch_size": 2})
+    assert again.open(resume=True) == {"ppl/normal/aa/#0": {0: (1.5, 30), 1: (0.5, 30), 2: (2.5, 30)}}
+    assert again.append({"x": {0: 1}}).name == "part-000002.pt"  # numbering continues
+    again.clear()
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_a_resumed_map_runs_only_the_missing_units(tmp_path):
+    from langneurons.recording.parallel_run import ParallelRun
+
+    calls = []
+
+    def unit(i):
+        calls.append(i)
+        return i * i
+
+    first = ParallelRun()
+    first.checkpoint(tmp_path / "c", {"run": 1}, every=2)
+    with first.scope("a"):
+        assert first.map(5, unit) == [0, 1, 4, 9, 16]
+    assert len(list((tmp_path / "c").glob("part-*.pt"))) == 3  # units 0-1, 2-3, 4
+    (tmp_path / "c" / "part-000001.pt").unlink()  # as if killed before units 2-3 were kept
+    second = ParallelRun()
+    second.checkpoint(tmp_path / "c", {"run": 1}, every=2, resume=True)
+    calls.clear()
+    with second.scope("a"):
+        assert second.map(5, unit) == [0, 1, 4, 9, 16]
+    assert calls == [2, 3] and second.report()["resumed_units"] == 3 and second.report()["rank_items"] == [2]
+
+
+def test_cache_keys_follow_the_model_weights(tmp_path, tokenizer):
+    from langneurons.recording.parallel_run import ParallelRun, model_key
+    from langneurons.recording.progress import ResultCache
+    from langneurons.testbed.tiny import tiny_model
+
+    model = tiny_model("llama", vocab_size=300)
+    key = {"model": model_key(model), "what": "x"}
+    run = ParallelRun(cache=ResultCache(tmp_path))
+    assert run.cached(key, lambda: [1.0, 2]) == [1.0, 2]
+    assert run.cached(key, lambda: pytest.fail("computed again")) == [1.0, 2] and run.cache_hits == 1
+    with torch.no_grad():
+        next(model.parameters()).mul_(1.01)  # other weights: another key
+    assert model_key(model) != key["model"]
+    assert run.cached({"model": model_key(model), "what": "x"}, lambda: "fresh") == "fresh"
+    ResultCache(tmp_path).path(key).write_bytes(b"not a cache entry")  # unreadable: recomputed
+    assert run.cached(key, lambda: "again") == "again"
+
+
+def test_steer_then_generate_reuse_the_normal_outputs(inputs, llama_dir, tmp_path):
+    common = ["--model", str(llama_dir), "--prompts", str(inputs / "prompts"), "--max-new-tokens", "4",
+              "--batch-size", "1", "--no-progress"]
+    assert one_thread(main, ["steer", *common, "--neurons", str(inputs / "neurons"), "--stats", str(inputs / "stats"),
+                             "--out", str(tmp_path / "steer")]) == 0
+    assert one_thread(main, ["generate", *common, "--neurons", str(inputs / "neurons"), "--deactivate", "aa",
+                             "--also-normal", "--out", str(tmp_path / "gen")]) == 0
+    assert meta(tmp_path / "gen")["cached_results"] == 3  # the normal outputs of aa, bb, cc
+    records = [json.loads(line) for name in ("steer", "gen")
+               for line in (tmp_path / name / "generations.jsonl").read_text().splitlines()]
+    normal = {}
+    for record in records:
+        if record["condition"] == "normal":
+            assert normal.setdefault((record["language"], record["index"]), record["output"]) == record["output"]
+    assert len(normal) == 6
+
+
+# -- the GPU benchmark: ready, and its code paths run on the CPU -------------------------------------------------
+@pytest.mark.slow  # three processes import torch: ~20 s on the shared development machine
+def test_gpu_benchmark_smoke_mode_runs_every_path_on_the_cpu(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_7b.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    env["PYTHONPATH"] = os.pathsep.join([str(script.parents[1] / "src"), env.get("PYTHONPATH", "")])
+    plain = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert plain.returncode == 2 and "no CUDA device" in plain.stderr and "--cpu-smoke" in plain.stderr
+    out = tmp_path / "smoke.json"
+    smoke = subprocess.run([sys.executable, str(script), "--cpu-smoke", "--dp-ranks", "2", "--json", str(out)],
+                           env=env, capture_output=True, text=True, timeout=300)
+    assert smoke.returncode == 0, smoke.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert set(result["runs"]) == {"forward", "body", "record"} and result["device"] == "cpu"
+    assert result["record_over_forward"] > 0 and result["speed_up"] > 0 and result["batch_size"] == 2
+    parallel = result["data_parallel"]  # the counts of the two gloo ranks equal one process (else exit 1)
+    assert parallel["ranks"] == 2 and parallel["backend"] == "gloo" and sum(parallel["rank_tokens"]) == 4 * 64

@@ -414,12 +414,19 @@ def test_steer_then_generate_reuse_the_normal_outputs(inputs, llama_dir, tmp_pat
 
 # -- the GPU benchmark: ready, and its code paths run on the CPU -------------------------------------------------
 @pytest.mark.slow  # three processes import torch: ~20 s on the shared development machine
-def test_gpu_benchmark_smoke_mode_runs_every_path_on_the_cpu(tmp_path):
+def test_gpu_benchmark_smoke_mode_runs_every_path_on_the_cpu(tmp_path, monkeypatch, capsys):
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_7b.py"
+    monkeypatch.syspath_prepend(str(script.parent))
+    import gpu_7b
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(sys, "argv", ["gpu_7b.py"])
+    with pytest.raises(SystemExit) as stopped:
+        gpu_7b.main()
+    error = capsys.readouterr().err
+    assert stopped.value.code == 2 and "no CUDA device" in error and "--cpu-smoke" in error
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     env["PYTHONPATH"] = os.pathsep.join([str(script.parents[1] / "src"), env.get("PYTHONPATH", "")])
-    plain = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
-    assert plain.returncode == 2 and "no CUDA device" in plain.stderr and "--cpu-smoke" in plain.stderr
     out = tmp_path / "smoke.json"
     smoke = subprocess.run([sys.executable, str(script), "--cpu-smoke", "--dp-ranks", "2", "--json", str(out)],
                            env=env, capture_output=True, text=True, timeout=300)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Any
 
 import torch
 
+from langneurons.recording import distributed
 from langneurons.sets.artefacts import read_artefact, write_artefact
 from langneurons.errors import LangNeuronsError
 
@@ -215,3 +217,53 @@ class Checkpointer:
         if self.store is not None:
             self.store.save(self.accumulator.state_dict(), self.position, self.fingerprint, self.every)
             self.since = 0
+
+
+def resume_position(store: CheckpointStore, context: Any, fingerprint: dict[str, Any], accumulator: Any,
+                    every: int | None) -> tuple[RecordPosition, int | None, set[int]]:
+    """Continue the checkpoints of a recording: each rank its own folder's (its sums loaded into ``accumulator``),
+    rank 0 also those of ranks this run does not have (summed in, their folders then removed).
+
+    Returns this rank's position, the checkpoint interval and the batch indices every checkpoint holds (skipped).
+    """
+    found = store.load(fingerprint)
+    extras = [c for c in (other.load(fingerprint) for other in store.other_ranks(context.world_size))
+              if c is not None] if context.is_main else []
+    mine = [found] if found is not None else []
+    shared = distributed.all_gather_objects(context, [(c.position.lineage, c.position.absorbed, c.position.done,
+                                                       c.every) for c in mine + extras])
+    entries = [entry for part in shared for entry in part]
+    absorbed = {lineage for _, taken, _, _ in entries for lineage in taken}
+    every = every or next((interval for *_, interval in entries if interval), None)
+    done: set[int] = set()
+    for lineage, _, batches, _ in entries:
+        if lineage in absorbed:
+            continue  # already summed into another checkpoint (its folder was not yet removed)
+        overlap = done.intersection(batches)
+        if overlap:
+            raise LangNeuronsError(f"checkpoints in {str(store.directory)!r} hold batch {min(overlap)} twice; "
+                                   "delete the folder to start over")
+        done.update(batches)
+    if not entries:
+        if context.is_main:
+            print(f"no checkpoint in {str(store.directory)!r}; starting from the beginning", file=sys.stderr)
+        return RecordPosition(), every, done
+    position = RecordPosition()
+    if found is not None and found.position.lineage not in absorbed:
+        accumulator.load_state_dict(found.state)
+        position, every = found.position, every or found.every
+    taken = [c for c in extras if c.position.lineage not in absorbed]
+    if taken:  # rank 0 takes over the ranks the earlier, larger run had
+        state = accumulator.state_dict()
+        for extra in taken:
+            state = {key: value + extra.state[key] for key, value in state.items()}
+            position.done += extra.position.done
+            position.windows_done += extra.position.windows_done
+            position.tokens_done += extra.position.tokens_done
+            position.absorbed.append(extra.position.lineage)
+            every = every or extra.every
+        accumulator.load_state_dict(state)
+        store.save(accumulator.state_dict(), position, fingerprint, every)
+        for other in store.other_ranks(context.world_size):
+            other.clear()
+    return position, every, done

@@ -114,6 +114,14 @@ def all_reduce_sum(context: DistributedContext, tensors: Iterable[torch.Tensor])
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
 
 
+def all_sum(context: DistributedContext, tensor: torch.Tensor, device: torch.device | str | None = None
+            ) -> torch.Tensor:
+    """A copy of ``tensor`` summed over all ranks (reduced on ``device``: a CUDA device under nccl), on the CPU."""
+    moved = tensor.to(device if device is not None else tensor.device, copy=True)
+    all_reduce_sum(context, [moved])
+    return moved.cpu()
+
+
 def all_gather_objects(context: DistributedContext, value: Any) -> list[Any]:
     """``[value of rank 0, value of rank 1, ...]`` on every rank (``[value]`` in a single process); picklable values."""
     if not context.is_distributed:

@@ -13,7 +13,6 @@ data-parallel rank (:mod:`langneurons.recording.distributed`), and can write che
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -24,7 +23,7 @@ from tqdm.auto import tqdm
 
 from langneurons.recording import distributed
 from langneurons.recording.accumulator import AccumulatorGroup, StatsAccumulator
-from langneurons.recording.checkpoint import Checkpointer, CheckpointStore, RecordPosition
+from langneurons.recording.checkpoint import Checkpointer, CheckpointStore, RecordPosition, resume_position
 from langneurons.data.corpus import PackedCorpus, default_seq_len, find_corpus_files
 from langneurons.errors import LangNeuronsError
 from langneurons.model.loading import LoadedModel, as_loaded, load_model
@@ -324,7 +323,7 @@ def record(
     store = None if checkpoint_dir is None else CheckpointStore(checkpoint_dir, context.rank)
     position, every, done = RecordPosition(), checkpoint_every, set()
     if store is not None and resume:
-        position, every, done = _resume(store, context, fingerprint, accumulator, every, checkpoint_dir)
+        position, every, done = resume_position(store, context, fingerprint, accumulator, every)
     elif store is not None and store.exists():
         raise LangNeuronsError(f"{str(checkpoint_dir)!r} holds checkpoints of an earlier run; resume it "
                                "(--resume) or delete it")
@@ -338,7 +337,7 @@ def record(
     cursor = ScheduleCursor()
     if context.is_distributed and files is not None:  # each rank tokenizes only its share of the corpus
         indexes = index_corpus(source, context.rank, context.world_size,
-                               lambda t: _all_sum(context, t, stats_device))
+                               lambda t: distributed.all_sum(context, t, stats_device))
         planned = indexed_schedule(source, indexes, batch_size, shard_index, num_shards, runs, cursor)
     else:
         planned = select_batches(batch_schedule(source, batch_size, shard_index, num_shards), runs, resumed_from,
@@ -374,61 +373,6 @@ def record(
             meta["resumed_from_batch"] = resumed_from
         results[name] = accumulators[name].to_stats(meta)
     return results[site] if sites is None else results
-
-
-def _all_sum(context: distributed.DistributedContext, tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
-    moved = tensor.to(device, copy=True)
-    distributed.all_reduce_sum(context, [moved])
-    return moved.cpu()
-
-
-def _resume(store: CheckpointStore, context: distributed.DistributedContext, fingerprint: dict[str, Any],
-            accumulator: AccumulatorGroup, every: int | None, directory: Any) -> tuple[RecordPosition, int | None, set]:
-    """Continue the checkpoints: each rank its own folder's, rank 0 also those of ranks this run does not have.
-
-    Returns this rank's position, the checkpoint interval and the batch indices every checkpoint holds (skipped).
-    """
-    found = store.load(fingerprint)
-    extras = [c for c in (other.load(fingerprint) for other in store.other_ranks(context.world_size))
-              if c is not None] if context.is_main else []
-    mine = [found] if found is not None else []
-    shared = distributed.all_gather_objects(context, [(c.position.lineage, c.position.absorbed, c.position.done,
-                                                       c.every) for c in mine + extras])
-    entries = [entry for part in shared for entry in part]
-    absorbed = {lineage for _, taken, _, _ in entries for lineage in taken}
-    every = every or next((interval for *_, interval in entries if interval), None)
-    done: set[int] = set()
-    for lineage, _, batches, _ in entries:
-        if lineage in absorbed:
-            continue  # already summed into another checkpoint (its folder was not yet removed)
-        overlap = done.intersection(batches)
-        if overlap:
-            raise LangNeuronsError(f"checkpoints in {str(directory)!r} hold batch {min(overlap)} twice; "
-                                   "delete the folder to start over")
-        done.update(batches)
-    if not entries:
-        if context.is_main:
-            print(f"no checkpoint in {str(directory)!r}; starting from the beginning", file=sys.stderr)
-        return RecordPosition(), every, done
-    position = RecordPosition()
-    if found is not None and found.position.lineage not in absorbed:
-        accumulator.load_state_dict(found.state)
-        position, every = found.position, every or found.every
-    taken = [c for c in extras if c.position.lineage not in absorbed]
-    if taken:  # rank 0 takes over the ranks the earlier, larger run had
-        state = accumulator.state_dict()
-        for extra in taken:
-            state = {key: value + extra.state[key] for key, value in state.items()}
-            position.done += extra.position.done
-            position.windows_done += extra.position.windows_done
-            position.tokens_done += extra.position.tokens_done
-            position.absorbed.append(extra.position.lineage)
-            every = every or extra.every
-        accumulator.load_state_dict(state)
-        store.save(accumulator.state_dict(), position, fingerprint, every)
-        for other in store.other_ranks(context.world_size):
-            other.clear()
-    return position, every, done
 
 
 def _site_fingerprint(site_maps: dict[str, SiteMap]) -> dict[str, Any]:

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from langneurons.analysis.figures import heatmap, line_plot, small_multiples
 from langneurons.analysis.output import Array, Figure, Output, Records, Table, declare_kind, summary_of

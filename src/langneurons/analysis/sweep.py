@@ -17,15 +17,16 @@ import torch
 from torch import nn
 
 from langneurons.analysis.output import AnalysisOutput, Figure, Table, declare_kind, summary_of
-from langneurons.data.corpus import PackedCorpus, default_seq_len, load_corpus
+from langneurons.data.corpus import PackedCorpus, default_seq_len
 from langneurons.errors import LangNeuronsError
 from langneurons.interventions.neurons import deactivate
 from langneurons.model.loading import LoadedModel, as_loaded
 from langneurons.methods import get_method
-from langneurons.evaluation.perplexity import corpus_nll
+from langneurons.evaluation.perplexity import corpus_windows, language_nll, normal_key
 from langneurons.progress import corpus_factors, progress_bar
 from langneurons.sets.compatibility import check_context, model_provenance
 from langneurons.model.sites import locate_site
+from langneurons.recording.parallel_run import active_run, model_key
 
 
 
@@ -137,7 +138,9 @@ def selection_sweep(
 ) -> SelectionSweep:
     """Deactivate ``language``'s neurons selected at each ratio from ``stats``; PPL on every corpus language.
 
-    ``method_params`` are the method's other parameters (``top_rate`` is the swept one).
+    ``method_params`` are the method's other parameters (``top_rate`` is the swept one). Data parallel under
+    torchrun (each rank evaluates its batches); the ``normal`` row is the perplexity matrix's (one cache entry
+    per model, corpus and batching, when the current run has a cache).
     """
     ratios = check_ratios(ratios)
     params = dict(method_params or {})
@@ -153,27 +156,33 @@ def selection_sweep(
         raise LangNeuronsError(f"statistics are for {stats.num_layers} layers x {stats.width} neurons but model "
                                f"{loaded.name!r} has {site_map.num_layers} x {site_map.width} at site {site!r}")
     check_context(loaded.model, seq_len, f"model {loaded.name!r}")
-    packed = corpus if isinstance(corpus, PackedCorpus) else load_corpus(
-        corpus, loaded.tokenizer, seq_len or default_seq_len(loaded.model), langs=langs, max_tokens=max_tokens)
-    selections = [get_method(method, top_rate=ratio, **params).fit(stats).select() for ratio in ratios]
-    sizes = [selection.size(language) for selection in selections]
-    evaluated = packed.languages
-    normal = torch.zeros(len(evaluated), dtype=torch.float64)
-    nll = torch.zeros(len(ratios), len(evaluated), dtype=torch.float64)
-    per_language = {lang: int(w.numel()) for lang, w in packed.windows.items()}
-    total = sum(per_language.values()) * (len(ratios) + 1)
-    factors = corpus_factors(len(ratios) + 1, "conditions (normal + ratios)", per_language)
-    with progress_bar("sweep", total, "tok", factors, progress) as bar:
-        for c, lang in enumerate(evaluated):
-            bar.describe(f"normal->{lang}")
-            summed, count = corpus_nll(loaded.model, packed.windows[lang], batch_size, bar)
-            normal[c] = summed / count
-        for r, selection in enumerate(selections):
-            with deactivate(loaded.model, selection, language, site_map=site_map):
-                for c, lang in enumerate(evaluated):
-                    bar.describe(f"{ratios[r]:g}->{lang}")
-                    summed, count = corpus_nll(loaded.model, packed.windows[lang], batch_size, bar)
-                    nll[r, c] = summed / count
+    with active_run() as run:
+        packed = corpus_windows(corpus, loaded.tokenizer, seq_len or default_seq_len(loaded.model), batch_size,
+                                langs, max_tokens)
+        selections = [get_method(method, top_rate=ratio, **params).fit(stats).select() for ratio in ratios]
+        sizes = [selection.size(language) for selection in selections]
+        evaluated = packed.languages
+        normal = torch.zeros(len(evaluated), dtype=torch.float64)
+        nll = torch.zeros(len(ratios), len(evaluated), dtype=torch.float64)
+        fingerprint = model_key(loaded.model) if run.cache is not None else None
+        total = sum(int(batch.numel()) for batch in packed.batches.values()) * (len(ratios) + 1)  # this rank's
+        per_language = {lang: packed.counts[lang] * packed.seq_len for lang in evaluated}  # all ranks'
+        factors = corpus_factors(len(ratios) + 1, "conditions (normal + ratios)", per_language)
+        with progress_bar("sweep", total, "tok", factors, progress and run.is_main) as bar:
+            for c, lang in enumerate(evaluated):
+                bar.describe(f"normal->{lang}")
+                with run.scope(f"sweep/normal/{lang}"):
+                    summed, count = language_nll(loaded.model, packed, lang, bar,
+                                                 cache_key=normal_key(fingerprint, packed, lang))
+                normal[c] = summed / count
+            for r, selection in enumerate(selections):
+                with deactivate(loaded.model, selection, language, site_map=site_map):
+                    for c, lang in enumerate(evaluated):
+                        bar.describe(f"{ratios[r]:g}->{lang}")
+                        with run.scope(f"sweep/{ratios[r]!r}/{lang}"):
+                            summed, count = language_nll(loaded.model, packed, lang, bar)
+                        nll[r, c] = summed / count
+        report = run.report()
     if not bool(torch.isfinite(nll).all() and torch.isfinite(normal).all()):
         raise LangNeuronsError("perplexity is not finite (try --dtype float32)")
     meta = {
@@ -189,5 +198,6 @@ def selection_sweep(
         "corpus": {"path": None if isinstance(corpus, PackedCorpus) else str(corpus), **packed.provenance()},
         "parameters": {"batch_size": batch_size},
         "nll_unit": "nats per predicted token",
+        **report,
     }
     return SelectionSweep(language, ratios, list(evaluated), nll, normal, sizes, meta)

@@ -14,6 +14,7 @@ Conventions every command follows (``docs/architecture.md``, "CLI conventions"):
 from __future__ import annotations
 
 import argparse
+from contextlib import contextmanager
 from typing import Any, Callable
 
 #: what ``langneurons --help`` says about exit codes (also in the README)
@@ -97,6 +98,17 @@ def add_list_option(parser: Any, flag: str, help: str, item_type: Callable[[str]
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="Hugging Face hub id or local directory of a causal LM")
+    add_loading_options(parser)
+    parser.add_argument(
+        "--site",
+        default="ffn.act",
+        help="neuron site: ffn.act (act_fn output, the papers' default) or ffn.down_in (input of the down projection)",
+    )
+
+
+def add_loading_options(parser: argparse.ArgumentParser) -> None:
+    """How ``--model`` loads: ``--revision --device --dtype --trust-remote-code --attn-implementation``
+    (every command that runs a model has them; :func:`load_model_from_args` reads them)."""
     parser.add_argument("--revision", default=None, help="model revision (branch, tag or commit) on the hub")
     parser.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available)")
     parser.add_argument(
@@ -109,11 +121,6 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                         help="run the model's own modelling code from the hub (only for models you trust)")
     parser.add_argument("--attn-implementation", default=None,
                         help="attention implementation: sdpa, eager, flash_attention_2, ... (default: the model's)")
-    parser.add_argument(
-        "--site",
-        default="ffn.act",
-        help="neuron site: ffn.act (act_fn output, the papers' default) or ffn.down_in (input of the down projection)",
-    )
 
 
 def add_placement_options(parser: argparse.ArgumentParser) -> None:
@@ -127,7 +134,7 @@ def add_placement_options(parser: argparse.ArgumentParser) -> None:
 def check_placement(args: argparse.Namespace) -> None:
     from langneurons.errors import LangNeuronsError
 
-    if args.offload_folder is not None and args.device_map is None:
+    if getattr(args, "offload_folder", None) is not None and getattr(args, "device_map", None) is None:
         raise LangNeuronsError("--offload-folder needs --device-map (e.g. --device-map auto)")
 
 
@@ -136,10 +143,150 @@ def load_model_from_args(args: argparse.Namespace):
     check_placement(args)
     from langneurons.model.loading import load_model
 
-    return load_model(args.model, device=args.device, dtype=args.dtype, revision=args.revision,
-                      device_map=args.device_map, offload_folder=args.offload_folder,
+    return load_model(args.model, device=args.device, dtype=args.dtype, revision=getattr(args, "revision", None),
+                      device_map=getattr(args, "device_map", None), offload_folder=getattr(args, "offload_folder", None),
                       trust_remote_code=getattr(args, "trust_remote_code", False),
                       attn_implementation=getattr(args, "attn_implementation", None))
+
+
+def require_attention(loaded, needs: str, command: str) -> None:
+    """A one-line error when the model's attention implementation cannot give what ``command`` needs.
+
+    ``needs``: ``"capture"`` (queries / keys / the mask at the attention function:
+    :func:`langneurons.model.attention.capture_attention`) or ``"weights"`` (attention probabilities,
+    ``output_attentions=True``, which only the eager implementation returns).
+    """
+    from langneurons.errors import LangNeuronsError
+
+    model = loaded.model if hasattr(loaded, "model") else loaded
+    implementation = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    if needs == "weights":
+        if implementation not in (None, "eager"):
+            raise LangNeuronsError(f"{command} needs attention weights (output_attentions), which "
+                                   f"attn_implementation={implementation!r} does not return; "
+                                   "add --attn-implementation eager")
+        return
+    if needs != "capture":
+        raise ValueError(f"unknown attention need {needs!r}")
+    from langneurons.model.attention import attention_capture_problem
+
+    problem = attention_capture_problem(model)
+    if problem is not None:
+        hint = "" if implementation in ("sdpa", "eager") else "; try --attn-implementation sdpa or eager"
+        raise LangNeuronsError(f"{command} cannot read the attention of this model: {problem}{hint}")
+
+
+# -- data-parallel, resumable runs: one mechanism for every command ----------------------------------------
+def add_resume_options(parser: argparse.ArgumentParser, unit: str = "batches") -> None:
+    """``--checkpoint-every N``, ``--checkpoint-dir``, ``--resume`` (as ``langneurons record`` has them)."""
+    parser.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+                        help=f"keep the finished work on disk every N {unit} per rank (and after every condition "
+                             "and language)")
+    parser.add_argument("--checkpoint-dir", default=None,
+                        help="where checkpoints go (default: OUT.checkpoint next to --out)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the checkpoints of a killed run (start afresh when there are none)")
+
+
+def checkpoint_dir(args: argparse.Namespace):
+    """The checkpoint folder of a command, or ``None`` when it keeps none."""
+    from langneurons.recording.checkpoint import default_checkpoint_dir
+
+    if getattr(args, "checkpoint_dir", None):
+        return args.checkpoint_dir
+    if getattr(args, "checkpoint_every", None) is not None or getattr(args, "resume", False):
+        return default_checkpoint_dir(args.out)
+    return None
+
+
+def with_checkpoints(args: argparse.Namespace, outputs: dict) -> list:
+    """``outputs`` (``{flag: path}``) and the checkpoint folder, as :func:`prepare_outputs` targets."""
+    from langneurons.sets.artefacts import Target
+
+    targets = [Target(flag, path) for flag, path in outputs.items()]
+    directory = checkpoint_dir(args)
+    if directory is not None:
+        targets.append(Target("--checkpoint-dir", directory, role="workdir"))
+    return targets
+
+
+_UNFINGERPRINTED = {"func", "resume", "checkpoint_every", "checkpoint_dir", "no_progress", "force", "out", "device",
+                    "judge_timeout", "judge_retries"}
+
+
+def _tree_sha256(path) -> str | None:
+    """SHA-256 over the relative names and contents of every file under ``path`` (a file: its own)."""
+    import hashlib
+    from pathlib import Path
+
+    root = Path(path)
+    if not root.exists():
+        return None
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    hasher = hashlib.sha256()
+    for file in files:
+        hasher.update(str(file.relative_to(root) if file != root else file.name).encode() + b"\0")
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                hasher.update(block)
+    return hasher.hexdigest()
+
+
+@contextmanager
+def command_run(args: argparse.Namespace, inputs: dict | None = None, cache: bool = True):
+    """The data-parallel run of one command (see :mod:`langneurons.recording.parallel_run`).
+
+    Joins torchrun's process group when there is one (``args.device`` becomes this rank's device), keeps the
+    ``normal`` condition's cache in ``RUN/.langneurons-cache/normal`` next to ``--out`` (unless that lies inside
+    an input), makes the run current for the library calls inside and closes the process group at the end.
+    Use :func:`start_checkpoints` once the model is loaded, and ``run.finish()`` once the result is written.
+    """
+    from pathlib import Path
+
+    from langneurons.recording import distributed
+    from langneurons.recording.parallel_run import ParallelRun, use_run
+    from langneurons.recording.progress import ResultCache, default_cache_dir
+
+    context, device = distributed.setup(getattr(args, "device", None))
+    if context.is_distributed and getattr(args, "device_map", None) is not None:
+        distributed.teardown(context)
+        from langneurons.errors import LangNeuronsError
+
+        raise LangNeuronsError("--device-map cannot be combined with data-parallel ranks (torchrun); "
+                               "run one process per model copy")
+    args.device = device
+    store = None
+    if cache and getattr(args, "out", None):
+        directory = default_cache_dir(args.out).resolve()
+        sources = [Path(str(p)).expanduser().resolve() for value in (inputs or {}).values()
+                   for p in (value if isinstance(value, (list, tuple)) else [value]) if p]
+        if not any(directory == source or source in directory.parents for source in sources):
+            store = ResultCache(directory)
+    run = ParallelRun(context, store)
+    try:
+        with use_run(run):
+            yield run
+    finally:
+        distributed.teardown(context)
+
+
+def start_checkpoints(run, args: argparse.Namespace, loaded, inputs: dict | None = None,
+                      extra: dict | None = None) -> None:
+    """With ``--checkpoint-every`` / ``--resume``: keep the finished units under :func:`checkpoint_dir`, checked
+    against the run's fingerprint (command, options, input checksums, model, langneurons version)."""
+    directory = checkpoint_dir(args)
+    if directory is None:
+        return
+    from langneurons._version import __version__
+    from langneurons.recording.parallel_run import model_key
+
+    options = {key: value for key, value in sorted(vars(args).items())
+               if key not in _UNFINGERPRINTED and not callable(value)}
+    files = {flag: [_tree_sha256(p) for p in path] if isinstance(path, (list, tuple)) else _tree_sha256(path)
+             for flag, path in (inputs or {}).items() if flag != "--model" and path is not None}
+    fingerprint = {"command": options.pop("command", None), "options": options, "inputs": files,
+                   "model": model_key(loaded.model), "langneurons": __version__, **(extra or {})}
+    run.checkpoint(directory, fingerprint, getattr(args, "checkpoint_every", None), getattr(args, "resume", False))
 
 
 def add_corpus_options(parser: argparse.ArgumentParser, corpus_help: str) -> None:

@@ -8,15 +8,22 @@ from __future__ import annotations
 
 import argparse
 
-from langneurons.cli._common import add_force_option, add_list_option, add_placement_options, prepare_outputs
+from langneurons.cli._common import (
+    add_force_option,
+    add_list_option,
+    add_loading_options,
+    add_placement_options,
+    add_resume_options,
+    command_run,
+    prepare_outputs,
+    start_checkpoints,
+    with_checkpoints,
+)
 
 
 def _add_model(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="Hugging Face hub id or local directory of a causal LM")
-    parser.add_argument("--revision", default=None, help="model revision (branch, tag or commit) on the hub")
-    parser.add_argument("--device", default=None, help="torch device, e.g. cpu, cuda (default: cuda if available)")
-    parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
-                        help="compute dtype (default: float32 on CPU, bfloat16 on GPU)")
+    add_loading_options(parser)
     add_placement_options(parser)
 
 
@@ -78,6 +85,7 @@ def add_parser(subparsers) -> None:
     sweep.add_argument("--max-tokens", type=int, default=None, help="cap on tokens per language")
     sweep.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
     sweep.add_argument("--out", required=True, help="output directory")
+    add_resume_options(sweep)
     sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_force_option(sweep)
     sweep.set_defaults(func=run_sweep)
@@ -165,7 +173,8 @@ def run_sweep(args: argparse.Namespace) -> int:
     from langneurons.sets.compatibility import stats_input
     from langneurons.stats import load_stats
 
-    prepare_outputs(args, {"--out": args.out}, {"--model": args.model, "--stats": args.stats, "--corpus": args.corpus})
+    inputs = {"--model": args.model, "--stats": args.stats, "--corpus": args.corpus}
+    prepare_outputs(args, with_checkpoints(args, {"--out": args.out}), inputs)
     ratios = parse_ratios(args.ratios)
     cls = method_class(args.method)
     if (cls.consumes, cls.returns) != ("activation_stats", "neuron_set"):
@@ -180,12 +189,18 @@ def run_sweep(args: argparse.Namespace) -> int:
         raise LangNeuronsError(f"--stats {args.stats!r} has no language {args.language!r} "
                                f"(it has {', '.join(stats.languages)})")
     check_seq_len_early(args)
-    loaded = load_model_from_args(args)
-    check_against_model(loaded, [stats_input("--stats", args.stats, stats)], args)
-    result = selection_sweep(loaded, args.corpus, stats, args.language, ratios, method=args.method,
-                             method_params=params, langs=parse_langs(args.langs), max_tokens=args.max_tokens,
-                             seq_len=args.seq_len, batch_size=args.batch_size, progress=not args.no_progress)
-    result.save(args.out)
+    with command_run(args, inputs) as run:  # torchrun: every rank evaluates its batches, rank 0 writes
+        loaded = load_model_from_args(args)
+        check_against_model(loaded, [stats_input("--stats", args.stats, stats)], args)
+        start_checkpoints(run, args, loaded, inputs)
+        result = selection_sweep(loaded, args.corpus, stats, args.language, ratios, method=args.method,
+                                 method_params=params, langs=parse_langs(args.langs), max_tokens=args.max_tokens,
+                                 seq_len=args.seq_len, batch_size=args.batch_size, progress=not args.no_progress)
+        if run.is_main:
+            result.save(args.out)
+        run.finish()
+    if not run.is_main:
+        return 0
     change = result.change()
     lines = ["ratio".ljust(8) + "neurons".rjust(9) + "".join(f"{lang:>10}" for lang in result.languages)]
     for ratio, size, row in zip(result.ratios, result.neurons, change.tolist()):
@@ -227,9 +242,13 @@ def run_ses(args: argparse.Namespace) -> int:
 
     prepare_outputs(args, {"--out": args.out}, {"--model": args.model, "--corpus": args.corpus,
                                                 "--neurons": args.neurons})
-    neurons = load_neuron_set(args.neurons)
-    result = sentence_similarity(_embeddings(args, neurons), neurons=neurons)
-    result.save(args.out)
+    neurons = load_neuron_set(args.neurons) if args.neurons else None
+    with command_run(args, cache=False) as run:  # torchrun: every rank pools its batches, rank 0 writes
+        result = sentence_similarity(_embeddings(args, neurons), neurons=neurons)
+        if run.is_main:
+            result.save(args.out)
+    if not run.is_main:
+        return 0
     mean = result.mean
     print(f"mean SES per layer: {' '.join(f'{v:.3f}' for v in mean.tolist())}")
     print(f"wrote {args.out}/ses.csv, ses.png, ses_pairs.png")
@@ -240,8 +259,12 @@ def run_dominance(args: argparse.Namespace) -> int:
     from langneurons.analysis.embeddings import language_dominance
 
     prepare_outputs(args, {"--out": args.out}, {"--model": args.model, "--corpus": args.corpus})
-    result = language_dominance(_embeddings(args))
-    result.save(args.out)
+    with command_run(args, cache=False) as run:  # torchrun: every rank pools its batches, rank 0 writes
+        result = language_dominance(_embeddings(args))
+        if run.is_main:
+            result.save(args.out)
+    if not run.is_main:
+        return 0
     means = ", ".join(f"{lang} {v:.3f}" for lang, v in zip(result.languages, result.scores.mean(1).tolist()))
     print(f"dominance score (mean over layers): {means}")
     print(f"wrote {args.out}/dominance.csv, dominance_pairs.csv, dominance.png")

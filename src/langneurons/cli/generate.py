@@ -33,12 +33,23 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--also-normal", action="store_true", help="also generate without intervention")
     parser.add_argument("--out", required=True, help="output directory")
     add_generation_options(parser)
+    from langneurons.cli._common import add_resume_options
+
+    add_resume_options(parser, unit="prompt batches")
     add_force_option(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from langneurons.cli._common import check_placement, load_model_from_args, parse_langs, prepare_outputs
+    from langneurons.cli._common import (
+        check_placement,
+        command_run,
+        load_model_from_args,
+        parse_langs,
+        prepare_outputs,
+        start_checkpoints,
+        with_checkpoints,
+    )
     from langneurons.cli._generation import (
         check_loaded,
         check_prompt_source,
@@ -60,8 +71,8 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     check_prompt_source(args)
     check_placement(args)
-    prepare_outputs(args, {"--out": args.out}, {"--model": args.model, "--prompts": args.prompts,
-                                                "--neurons": args.neurons, "--stats": args.stats})
+    inputs = {"--model": args.model, "--prompts": args.prompts, "--neurons": args.neurons, "--stats": args.stats}
+    prepare_outputs(args, with_checkpoints(args, {"--out": args.out}), inputs)
     prompts = None
     if args.prompts is not None:
         prompts = read_prompts(args.prompts, parse_langs(args.langs), args.limit, args.prompt_chars)
@@ -87,18 +98,25 @@ def run(args: argparse.Namespace) -> int:
     identifier = get_identifier(args.langid)
     judge = judge_from_args(args)
 
-    loaded = load_model_from_args(args)
-    check_loaded(args, loaded, neurons, stats)
     if prompts is not None:
         groups = [PromptGroup(lang, lang, questions=questions) for lang, questions in prompts.items()]
         prompt_meta = {"path": str(args.prompts), "questions": {lang: len(q) for lang, q in prompts.items()}}
     else:
         groups = [PromptGroup("unconditional", None, unconditional=args.unconditional)]
         prompt_meta = {"unconditional": args.unconditional}
-    records = generate_records(loaded, groups, conditions, settings, neurons, stats, identifier, judge,
-                               progress=not args.no_progress)
-    meta = run_meta(loaded, settings, identifier, conditions, neurons, stats, judge, prompt_meta)
-    save_generations(args.out, records, meta)
+    with command_run(args, inputs) as run:  # torchrun: every rank generates its batches, rank 0 writes
+        loaded = load_model_from_args(args)
+        check_loaded(args, loaded, neurons, stats)
+        start_checkpoints(run, args, loaded, inputs)
+        records = generate_records(loaded, groups, conditions, settings, neurons, stats, identifier, judge,
+                                   progress=not args.no_progress)
+        meta = {**run_meta(loaded, settings, identifier, conditions, neurons, stats, judge, prompt_meta),
+                **run.report()}
+        if run.is_main:
+            save_generations(args.out, records, meta)
+        run.finish()
+    if not run.is_main:
+        return 0
     print(summary(records))
     print(f"wrote {args.out}/generations.jsonl ({len(records)} outputs) and meta.json")
     return 0

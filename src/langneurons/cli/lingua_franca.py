@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from langneurons.cli._common import add_force_option, add_model_options, add_placement_options, prepare_outputs
+from langneurons.cli._common import (add_force_option, add_list_option, add_model_options, add_placement_options,
+                                     prepare_outputs)
 
 
 def add_parser(subparsers) -> None:
@@ -24,7 +25,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--parallel", required=True,
                         help="parallel corpus: a folder of line-aligned {lang}.txt files, or one .jsonl with a field "
                              "per language")
-    parser.add_argument("--langs", default=None, help="comma-separated languages (default: every language)")
+    add_list_option(parser, "--langs", "languages (default: every language)")
     parser.add_argument("--max-samples", type=int, default=None,
                         help="items per language (default: all items non-blank in every language; paper: 100)")
     parser.add_argument("--sample-seed", type=int, default=None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from langneurons.cli._common import add_force_option, add_model_options, add_placement_options
+from langneurons.cli._common import add_force_option, add_list_option, add_model_options, add_placement_options
 
 
 def _model(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +23,7 @@ def _identification(parser: argparse.ArgumentParser, corpus_required: bool = Tru
     group = parser.add_argument_group("PLND importance (section 2.2)")
     group.add_argument("--corpus", required=corpus_required,
                        help="per-language corpus: directory of {lang}.txt / {lang}.jsonl, one input per document")
-    group.add_argument("--langs", default=None, help="comma-separated languages (default: every file)")
+    add_list_option(group, "--langs", "languages (default: every file)")
     group.add_argument("--lines", default=None, metavar="A:B", help="only lines A..B-1 (0-based) of every file")
     group.add_argument("--max-inputs", type=int, default=1000, help="inputs per language (default 1000, as the "
                        "reference code)")
@@ -115,7 +115,7 @@ def add_parser(subparsers) -> None:
                                                  "a structure and layer band deactivated, against random.")
     _model(deactivate)
     deactivate.add_argument("--neurons", required=True, help="neuron set written by `plnd identify`")
-    deactivate.add_argument("--langs", default=None, help="evaluated languages (default: the evaluation corpus')")
+    add_list_option(deactivate, "--langs", "evaluated languages (default: the evaluation corpus')")
     _bands(deactivate)
     deactivate.add_argument("--out", required=True, help="output directory")
     add_force_option(deactivate)
@@ -123,7 +123,7 @@ def add_parser(subparsers) -> None:
 
     layers = commands.add_parser("layers", help="layer language by logit lens (Figure 1)")
     _model(layers)
-    layers.add_argument("--langs", default=None, help="prompt languages (default: every file)")
+    add_list_option(layers, "--langs", "prompt languages (default: every file)")
     _lens(layers)
     layers.add_argument("--english", default="en", help="the English language code")
     layers.add_argument("--batch-size", type=int, default=8, help="prompts per generation batch")

@@ -8,8 +8,19 @@ from __future__ import annotations
 
 import argparse
 
-from langneurons.cli._common import (add_corpus_options, add_force_option, add_list_option, parse_langs,
-                                     prepare_outputs)
+from langneurons.cli._common import (
+    add_corpus_options,
+    add_force_option,
+    add_list_option,
+    add_loading_options,
+    add_resume_options,
+    command_run,
+    load_model_from_args,
+    parse_langs,
+    prepare_outputs,
+    start_checkpoints,
+    with_checkpoints,
+)
 from langneurons.errors import LangNeuronsError
 
 
@@ -43,14 +54,13 @@ def add_parser(subparsers) -> None:
                              description="Rows: normal, random, one per zeroed language; columns: evaluated "
                                          "language. Writes perplexity.csv, nll.csv, meta.json, perplexity_change.png.")
     ppl.add_argument("--model", required=True, help="the base model the parameter set was found on")
-    ppl.add_argument("--device", default=None, help="torch device (default: cuda if available)")
-    ppl.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
-                     help="compute dtype (default: float32 on CPU, bfloat16 on GPU)")
+    add_loading_options(ppl)
     add_corpus_options(ppl, "validation directory of {lang}.txt or {lang}.jsonl files")
     ppl.add_argument("--parameters", required=True, help="parameter set written by `langneurons pv identify`")
     ppl.add_argument("--out", required=True, help="output directory")
     ppl.add_argument("--seed", type=int, default=0, help="seed of the random row")
     ppl.add_argument("--no-random", action="store_true", help="skip the random row")
+    add_resume_options(ppl)
     ppl.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_force_option(ppl)
     ppl.set_defaults(func=run_perplexity)
@@ -96,23 +106,33 @@ def run_perplexity(args: argparse.Namespace) -> int:
     from langneurons.sets.parameterset import load_parameters
 
     from langneurons.cli._common import check_seq_len_early, warn_empty_languages
-    from langneurons.model.loading import load_model
+    from langneurons.data.corpus import default_seq_len
+    from langneurons.evaluation.perplexity import corpus_windows
     from langneurons.sets.compatibility import Input, check_model
 
-    prepare_outputs(args, {"--out": args.out}, {"--model": args.model, "--corpus": args.corpus,
-                                                "--parameters": args.parameters})
+    inputs = {"--model": args.model, "--corpus": args.corpus, "--parameters": args.parameters}
+    prepare_outputs(args, with_checkpoints(args, {"--out": args.out}), inputs)
     parameters = load_parameters(args.parameters)  # fail fast before loading the model
     warn_empty_languages(parameters, f"--parameters {args.parameters!r}", "parameters")
     check_seq_len_early(args)
-    loaded = load_model(args.model, device=args.device, dtype=args.dtype)
-    check_model([Input("--parameters", args.parameters, {"source": parameters.source})], loaded.model,
-                f"--model {args.model!r}")
-    matrix = parameter_perplexity_matrix(
-        loaded, args.corpus, parameters, langs=parse_langs(args.langs), max_tokens=args.max_tokens,
-        seq_len=args.seq_len, batch_size=args.batch_size, random_seed=args.seed, include_random=not args.no_random,
-        progress=not args.no_progress,
-    )
-    matrix.save(args.out)
+    with command_run(args, inputs) as run:  # torchrun: every rank evaluates its batches, rank 0 writes
+        loaded = load_model_from_args(args)
+        check_model([Input("--parameters", args.parameters, {"source": parameters.source})], loaded.model,
+                    f"--model {args.model!r}")
+        start_checkpoints(run, args, loaded, inputs)
+        windows = corpus_windows(args.corpus, loaded.tokenizer, args.seq_len or default_seq_len(loaded.model),
+                                 args.batch_size, parse_langs(args.langs), args.max_tokens)
+        matrix = parameter_perplexity_matrix(
+            loaded, windows, parameters, batch_size=args.batch_size, random_seed=args.seed,
+            include_random=not args.no_random, progress=not args.no_progress,
+        )
+        matrix.meta["corpus"]["path"] = str(args.corpus)
+        matrix.meta.update(run.report())
+        if run.is_main:
+            matrix.save(args.out)
+        run.finish()
+    if not run.is_main:
+        return 0
     print(format_matrix(matrix))
     print(f"wrote {args.out}/perplexity.csv, nll.csv, perplexity_change.png")
     return 0

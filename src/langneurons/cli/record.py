@@ -85,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
             args.model, args.corpus, langs=parse_langs(args.langs), max_tokens=args.max_tokens,
             seq_len=args.seq_len, batch_size=args.batch_size, device=device, dtype=args.dtype, site=args.site,
             revision=args.revision, device_map=args.device_map, offload_folder=args.offload_folder,
+            trust_remote_code=args.trust_remote_code, attn_implementation=args.attn_implementation,
             reduce_dtype=args.reduce_dtype,
             shard_index=shard_index, num_shards=num_shards, progress=not args.no_progress,
             checkpoint_dir=checkpoint_dir, checkpoint_every=args.checkpoint_every, resume=args.resume,

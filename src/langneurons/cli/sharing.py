@@ -11,6 +11,7 @@ import argparse
 
 from langneurons.cli._common import (
     add_force_option,
+    add_list_option,
     add_model_options,
     add_placement_options,
     check_placement,
@@ -32,7 +33,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--parallel", default=None,
                         help="parallel corpus: a directory of aligned {lang}.txt files or one .jsonl with a field per "
                              "language (and answer fields)")
-    parser.add_argument("--langs", default=None, help="comma-separated languages (default: all of the corpus / task)")
+    add_list_option(parser, "--langs", "languages (default: all of the corpus / task)")
     parser.add_argument("--template", default=None,
                         help="prompt template with {text} and fields, or a preset: text, xnli, fact_probing, "
                              "knowledge_editing (default: {text}, the line as written)")

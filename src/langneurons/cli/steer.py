@@ -33,12 +33,23 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--deactivate-prompt-language", action="store_true",
                         help="with --prompt-language: also deactivate the prompt language's neurons")
     add_generation_options(parser)
+    from langneurons.cli._common import add_resume_options
+
+    add_resume_options(parser, unit="prompt batches")
     add_force_option(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from langneurons.cli._common import check_placement, load_model_from_args, parse_langs, prepare_outputs
+    from langneurons.cli._common import (
+        check_placement,
+        command_run,
+        load_model_from_args,
+        parse_langs,
+        prepare_outputs,
+        start_checkpoints,
+        with_checkpoints,
+    )
     from langneurons.cli._generation import (
         check_loaded,
         check_prompt_source,
@@ -55,8 +66,8 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     check_prompt_source(args)
     check_placement(args)
-    prepare_outputs(args, {"--out": args.out}, {"--model": args.model, "--prompts": args.prompts,
-                                                "--neurons": args.neurons, "--stats": args.stats})
+    inputs = {"--model": args.model, "--prompts": args.prompts, "--neurons": args.neurons, "--stats": args.stats}
+    prepare_outputs(args, with_checkpoints(args, {"--out": args.out}), inputs)
     if args.unconditional is not None and args.prompt_language:
         raise LangNeuronsError("--prompt-language needs --prompts, not --unconditional")
     langs = parse_langs(args.langs)
@@ -82,19 +93,25 @@ def run(args: argparse.Namespace) -> int:
     identifier = get_identifier(args.langid)
     judge = judge_from_args(args)
 
-    loaded = load_model_from_args(args)
-    check_loaded(args, loaded, neurons, stats)
-    result = language_accuracy(
-        loaded, neurons, stats, prompts=prompts, unconditional=args.unconditional,
-        prompt_language=args.prompt_language, deactivate_prompt_language=args.deactivate_prompt_language,
-        strength=args.strength[0] if len(args.strength) == 1 else list(dict.fromkeys(args.strength)),
-        langs=languages,
-        settings=settings, identifier=identifier, judge=judge,
-        progress=not args.no_progress,
-    )
-    if prompts is not None:
-        result.meta["prompts"] = {"path": str(args.prompts), "questions": {k: len(v) for k, v in prompts.items()}}
-    result.save(args.out)
+    with command_run(args, inputs) as run:  # torchrun: every rank generates its batches, rank 0 writes
+        loaded = load_model_from_args(args)
+        check_loaded(args, loaded, neurons, stats)
+        start_checkpoints(run, args, loaded, inputs)
+        result = language_accuracy(
+            loaded, neurons, stats, prompts=prompts, unconditional=args.unconditional,
+            prompt_language=args.prompt_language, deactivate_prompt_language=args.deactivate_prompt_language,
+            strength=args.strength[0] if len(args.strength) == 1 else list(dict.fromkeys(args.strength)),
+            langs=languages,
+            settings=settings, identifier=identifier, judge=judge,
+            progress=not args.no_progress,
+        )
+        if prompts is not None:
+            result.meta["prompts"] = {"path": str(args.prompts), "questions": {k: len(v) for k, v in prompts.items()}}
+        if run.is_main:
+            result.save(args.out)
+        run.finish()
+    if not run.is_main:
+        return 0
     print(result.format())
     print(f"wrote {args.out}/language_accuracy.csv, language_accuracy.png, generations.jsonl, meta.json")
     return 0

@@ -9,6 +9,7 @@ from langneurons.cli._common import (
     add_list_option,
     add_model_options,
     add_placement_options,
+    add_resume_options,
     check_placement,
     parse_langs,
     prepare_outputs,
@@ -46,6 +47,7 @@ def add_parser(subparsers) -> None:
                         help="positions per chunk of the LM head (default: 2**26 logits per chunk)")
     parser.add_argument("--out", required=True, help="output directory")
     add_placement_options(parser)
+    add_resume_options(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_force_option(parser)
     parser.set_defaults(func=run)
@@ -63,7 +65,8 @@ def task_settings(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from langneurons.cli._common import check_against_model, load_model_from_args, load_neuron_set
+    from langneurons.cli._common import (check_against_model, command_run, load_model_from_args, load_neuron_set,
+                                         start_checkpoints, with_checkpoints)
     from langneurons.errors import LangNeuronsError
     from langneurons.evaluation.tasks import load_task, task_accuracy
     from langneurons.sets.compatibility import neurons_input
@@ -73,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
 
     inputs = {"--model": args.model, "--neurons": args.neurons, "--data": args.data,
               "--task": args.task if Path(args.task).exists() else None}  # a file, not a task name
-    prepare_outputs(args, {"--out": args.out}, {flag: path for flag, path in inputs.items() if path})
+    inputs = {flag: path for flag, path in inputs.items() if path}
+    prepare_outputs(args, with_checkpoints(args, {"--out": args.out}), inputs)
     task = load_task(args.task, data=args.data, langs=parse_langs(args.langs), limit=args.limit, metric=args.metric,
                      **task_settings(args))
     task.validate()
@@ -85,13 +89,24 @@ def run(args: argparse.Namespace) -> int:
                                    f"({', '.join(neurons.sites)})")
     elif args.deactivate:
         raise LangNeuronsError("--deactivate needs --neurons")
-    loaded = load_model_from_args(args)
-    if neurons is not None:
-        check_against_model(loaded, [neurons_input("--neurons", args.neurons, neurons)], args)
-    result = task_accuracy(loaded, task, neurons, deactivate_languages=parse_langs(args.deactivate),
-                           include_random=not args.no_random, random_seed=args.seed, batch_size=args.batch_size,
-                           chunk_size=args.chunk_size, progress=not args.no_progress)
-    result.save(args.out, force=True)  # --out was checked (and --force honoured) above
+    with command_run(args, inputs) as run:  # torchrun: every rank scores its batches, rank 0 writes
+        loaded = load_model_from_args(args)
+        if neurons is not None:
+            check_against_model(loaded, [neurons_input("--neurons", args.neurons, neurons)], args)
+        from dataclasses import asdict
+
+        from langneurons.recording.progress import digest
+
+        start_checkpoints(run, args, loaded, {**inputs, "--task": args.task},
+                          extra={"items": digest([asdict(i) for i in task.items])})
+        result = task_accuracy(loaded, task, neurons, deactivate_languages=parse_langs(args.deactivate),
+                               include_random=not args.no_random, random_seed=args.seed, batch_size=args.batch_size,
+                               chunk_size=args.chunk_size, progress=not args.no_progress)
+        if run.is_main:
+            result.save(args.out, force=True)  # --out was checked (and --force honoured) above
+        run.finish()
+    if not run.is_main:
+        return 0
     print(format_accuracy(result))
     print(f"wrote {args.out}/accuracy.csv, items.jsonl, meta.json")
     return 0

@@ -312,8 +312,7 @@ def generate_texts(model: Any, prompts: Sequence[str], settings: GenerationSetti
     model, tokenizer = _unpack(model, tokenizer)
     settings.validate()
     texts = list(prompts) if templated else [settings.template.format(question=q) for q in prompts]
-    rows = encode_prompts(tokenizer, texts)
-    return _generate_rows(model, tokenizer, rows, settings, edits, site_map, progress)
+    return _generate_rows(model, tokenizer, texts, settings, edits, site_map, progress)
 
 
 def generate_unconditional(model: Any, count: int, settings: GenerationSettings, edits: Sequence[Edit] = (),
@@ -326,7 +325,7 @@ def generate_unconditional(model: Any, count: int, settings: GenerationSettings,
         raise LangNeuronsError(f"--unconditional must be at least 1, got {count}")
     if not settings.sample:
         raise LangNeuronsError("unconditional generation samples: greedy search would repeat one output")
-    rows = [[start_token_id(tokenizer)]] * count
+    rows: list[list[int]] = [[start_token_id(tokenizer)]] * count
     return _generate_rows(model, tokenizer, rows, settings, edits, site_map, progress)
 
 
@@ -338,14 +337,26 @@ def _unpack(model: Any, tokenizer: Any) -> tuple[nn.Module, Any]:
     return model, tokenizer
 
 
-def _generate_rows(model: nn.Module, tokenizer: Any, rows: list[list[int]], settings: GenerationSettings,
+def _generate_rows(model: nn.Module, tokenizer: Any, rows: list[list[int]] | list[str], settings: GenerationSettings,
                    edits: Sequence[Edit], site_map: SiteMap | None, progress: Any) -> list[str]:
-    outputs: list[str] = []
-    batches = math.ceil(len(rows) / settings.batch_size)
+    """Batch ``b`` (seed ``settings.seed + b``) runs on rank ``b % world_size`` of the current run; the outputs
+    are gathered in order, so they equal a single process's (the same batches, the same seeds). ``rows`` are
+    token ids, or texts that each rank encodes only for its own batches."""
+    from langneurons.recording.parallel_run import current_run
+
+    run = current_run()
+    size = settings.batch_size
+    batches = math.ceil(len(rows) / size)
+
+    def unit(b: int) -> list[str]:
+        chunk = rows[b * size:(b + 1) * size]
+        if chunk and isinstance(chunk[0], str):
+            chunk = encode_prompts(tokenizer, chunk)
+        texts = generate_batch(model, tokenizer, chunk, settings, seed=settings.seed + b)
+        if progress is not None:
+            progress.update(len(chunk) * run.world_size)  # the others advance alike
+        return texts
+
     with intervene(model, list(edits), site_map=site_map):
-        for b in range(batches):
-            chunk = rows[b * settings.batch_size:(b + 1) * settings.batch_size]
-            outputs.extend(generate_batch(model, tokenizer, chunk, settings, seed=settings.seed + b))
-            if progress is not None:
-                progress.update(len(chunk))
-    return outputs
+        parts = run.map(batches, unit, sizes=[len(rows[b * size:(b + 1) * size]) for b in range(batches)])
+    return [text for part in parts for text in part]

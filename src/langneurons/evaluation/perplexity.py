@@ -19,7 +19,9 @@ import torch
 from torch import nn
 
 from langneurons.sets.output import Figure, Output, Table, read_output_meta, read_table, register_kind
-from langneurons.data.corpus import PackedCorpus, default_seq_len, load_corpus
+from langneurons._version import __version__
+from langneurons.data.corpus import PackedCorpus, default_seq_len
+from langneurons.data.rank_windows import RankWindows, from_packed, load_rank_windows
 from langneurons.errors import LangNeuronsError
 from langneurons.evaluation.logprobs import sequence_nll
 from langneurons.interventions.neurons import deactivate
@@ -28,6 +30,7 @@ from langneurons.methods.baselines import random_like
 from langneurons.sets.neuronset import NeuronSet
 from langneurons.model.sites import locate_site
 from langneurons.progress import Progress, corpus_factors, progress_bar
+from langneurons.recording.parallel_run import active_run, current_run, model_key
 from langneurons.sets.compatibility import check_context, model_provenance
 
 SCHEMA_VERSION = 1
@@ -37,9 +40,16 @@ _OWN_KEYS = ("conditions", "languages", "tokens")
 
 
 @torch.inference_mode()
+def batch_nll(model: nn.Module, windows: torch.Tensor, chunk_size: int | None = None) -> tuple[float, int]:
+    """Summed NLL (nats) and number of predicted tokens of one batch of windows ``long[b, seq]``."""
+    nll, tokens = sequence_nll(model, windows, chunk_size=chunk_size)
+    return float(nll.sum()), int(tokens.sum())
+
+
+@torch.inference_mode()
 def corpus_nll(model: nn.Module, windows: torch.Tensor, batch_size: int = 8, bar: Any = None,
                chunk_size: int | None = None) -> tuple[float, int]:
-    """Summed NLL (nats) and number of predicted tokens over windows ``long[n, seq]``.
+    """Summed NLL (nats) and number of predicted tokens over windows ``long[n, seq]`` (one process).
 
     The LM head and the log-softmax run on ``chunk_size`` positions at a time
     (:func:`langneurons.evaluation.logprobs.sequence_nll`), so the full logits are never held.
@@ -47,12 +57,57 @@ def corpus_nll(model: nn.Module, windows: torch.Tensor, batch_size: int = 8, bar
     total, count = 0.0, 0
     for start in range(0, windows.shape[0], batch_size):
         batch = windows[start : start + batch_size]
-        nll, tokens = sequence_nll(model, batch, chunk_size=chunk_size)
-        total += float(nll.sum())
-        count += int(tokens.sum())
+        nll, tokens = batch_nll(model, batch, chunk_size)
+        total += nll
+        count += tokens
         if bar is not None:
             bar.update(int(batch.numel()))
     return total, count
+
+
+def normal_key(model_fingerprint: dict[str, Any] | None, windows: RankWindows, lang: str,
+               chunk_size: int | None = None) -> dict[str, Any] | None:
+    """The cache key of ``lang``'s NLL without intervention (``None`` when the corpus has no file checksum)."""
+    entry = windows.files.get(lang) if isinstance(windows.files, dict) else None
+    sha = entry.get("sha256") if isinstance(entry, dict) else None
+    if model_fingerprint is None or not sha:
+        return None
+    return {"what": "corpus_nll", "version": __version__, "model": model_fingerprint, "language": lang,
+            "corpus": {"sha256": sha, "seq_len": windows.seq_len, "max_tokens": windows.max_tokens,
+                       "windows": windows.counts[lang]},
+            "batch_size": windows.batch_size, "chunk_size": chunk_size}
+
+
+def language_nll(model: nn.Module, windows: RankWindows, lang: str, bar: Any = None,
+                 chunk_size: int | None = None, cache_key: dict[str, Any] | None = None) -> tuple[float, int]:
+    """Summed NLL and predicted tokens of ``lang``: its batches split over the ranks of the current run
+    (:mod:`langneurons.recording.parallel_run`), summed in batch order (the single-process sum, bit for bit)."""
+    run = current_run()
+
+    def unit(number: int) -> tuple[float, int]:
+        batch = windows.batch(lang, number)
+        result = batch_nll(model, batch, chunk_size)
+        run.add_tokens(batch.numel())
+        if bar is not None:
+            bar.update(int(batch.numel()))
+        return result
+
+    parts = run.cached(cache_key, lambda: run.map(windows.num_batches(lang), unit, start=windows.first[lang]))
+    total, count = 0.0, 0
+    for nll, tokens in parts:
+        total += nll
+        count += tokens
+    return total, count
+
+
+def corpus_windows(corpus: str | Path | PackedCorpus, tokenizer: Any, seq_len: int, batch_size: int,
+                   langs: list[str] | None = None, max_tokens: int | None = None) -> RankWindows:
+    """The batches of ``corpus`` the current run's rank evaluates (it tokenizes only its share of the files)."""
+    if isinstance(corpus, PackedCorpus):
+        return from_packed(corpus, batch_size)
+    run = current_run()
+    return load_rank_windows(corpus, tokenizer, seq_len, batch_size, langs=langs, max_tokens=max_tokens,
+                             owns=run.owns, part=run.rank, parts=run.world_size, all_sum=run.all_sum)
 
 
 @dataclass
@@ -131,24 +186,35 @@ def evaluate_conditions(
     edit: Callable[[str, str, int], AbstractContextManager],
     batch_size: int = 8,
     progress: "bool | Progress" = True,
+    chunk_size: int | None = None,
 ) -> tuple[torch.Tensor, dict[str, int]]:
     """Mean NLL ``float64[len(conditions), len(packed.languages)]`` and predicted tokens per language.
 
     Row ``normal`` runs the model as it is; every other row runs inside ``edit(condition, lang, column)``,
     a context manager that changes the forward pass reversibly (deactivated neurons, zeroed parameters).
     One overall bar (conditions x languages x tokens, announced first: :mod:`langneurons.progress`).
+    Under a data-parallel run each rank evaluates its batches (``packed`` may be the rank's
+    :class:`~langneurons.data.rank_windows.RankWindows`); every condition and language is a named unit of
+    the run, so a resumed run skips what was finished, and the ``normal`` row comes from the run's cache
+    when it was computed before with the same model, corpus and batches.
     """
-    nll = torch.zeros(len(conditions), len(packed.languages), dtype=torch.float64)
+    windows = from_packed(packed, batch_size)
+    run = current_run()
+    fingerprint = model_key(model) if run.cache is not None else None
+    nll = torch.zeros(len(conditions), len(windows.languages), dtype=torch.float64)
     tokens: dict[str, int] = {}
-    per_language = {lang: int(w.numel()) for lang, w in packed.windows.items()}
-    total = sum(per_language.values()) * len(conditions)
+    per_language = {lang: windows.counts[lang] * windows.seq_len for lang in windows.languages}  # all ranks'
+    total = sum(int(batch.numel()) for batch in windows.batches.values()) * len(conditions)  # this rank's
+    shown = progress if isinstance(progress, Progress) else bool(progress) and run.is_main
     with progress_bar("perplexity", total, "tok", corpus_factors(len(conditions), "conditions", per_language),
-                      progress) as bar:
+                      shown) as bar:
         for r, condition in enumerate(conditions):
-            for c, lang in enumerate(packed.languages):
+            for c, lang in enumerate(windows.languages):
                 bar.describe(f"{condition}->{lang}")
-                with nullcontext() if condition == "normal" else edit(condition, lang, c):
-                    total_nll, count = corpus_nll(model, packed.windows[lang], batch_size, bar)
+                normal = condition == "normal"
+                with run.scope(f"ppl/{condition}/{lang}"), nullcontext() if normal else edit(condition, lang, c):
+                    key = normal_key(fingerprint, windows, lang, chunk_size) if normal else None
+                    total_nll, count = language_nll(model, windows, lang, bar, chunk_size, key)
                 nll[r, c] = total_nll / count
                 tokens[lang] = count
     if not bool(torch.isfinite(nll).all()):
@@ -178,18 +244,28 @@ def perplexity_matrix(
 
     ``device_map`` (e.g. ``"auto"``) places a model larger than one device with accelerate, layers that fit
     nowhere go to ``offload_folder``. Returns ``nll[condition, language]`` in a :class:`PerplexityMatrix`.
+    Under torchrun (or inside :func:`~langneurons.recording.parallel_run.use_run`) every rank evaluates its
+    batches and tokenizes only its share of the corpus; every rank returns the whole matrix.
     """
+    with active_run() as run:
+        return _perplexity_matrix(run, model, corpus, neurons, langs, max_tokens, seq_len, batch_size, device, dtype,
+                                  tokenizer, random_seed, include_random, deactivate_languages, progress, device_map,
+                                  offload_folder)
+
+
+def _perplexity_matrix(run: Any, model: Any, corpus: Any, neurons: NeuronSet, langs: Any, max_tokens: Any,
+                       seq_len: Any, batch_size: int, device: Any, dtype: Any, tokenizer: Any, random_seed: int,
+                       include_random: bool, deactivate_languages: Any, progress: bool, device_map: Any,
+                       offload_folder: Any) -> PerplexityMatrix:
     loaded = as_loaded(model, tokenizer, device=device, dtype=dtype, device_map=device_map,
                        offload_folder=offload_folder)
     site_map = {site: locate_site(loaded.model, site) for site in neurons.sites}
     for site, located in site_map.items():
         neurons.check_shape(located.num_layers, located.width, what=f"model {loaded.name!r}", site=site)
-    if isinstance(corpus, PackedCorpus):
-        packed = corpus
-    else:
-        length = seq_len or default_seq_len(loaded.model)
+    length = seq_len or default_seq_len(loaded.model)
+    if not isinstance(corpus, PackedCorpus):
         check_context(loaded.model, length, f"model {loaded.name!r}")
-        packed = load_corpus(corpus, loaded.tokenizer, length, langs=langs, max_tokens=max_tokens)
+    packed = corpus_windows(corpus, loaded.tokenizer, length, batch_size, langs, max_tokens)
     rows = deactivate_languages if deactivate_languages is not None else neurons.languages
     for lang in rows:
         neurons.layers(lang)  # clear error for an unknown language
@@ -212,6 +288,7 @@ def perplexity_matrix(
         "corpus": {"path": None if isinstance(corpus, PackedCorpus) else str(corpus), **packed.provenance()},
         "parameters": {"batch_size": batch_size},
         "nll_unit": "nats per predicted token",
+        **run.report(),
     }
     return PerplexityMatrix(conditions, list(packed.languages), nll, tokens, meta)
 

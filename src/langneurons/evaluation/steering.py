@@ -43,6 +43,7 @@ from langneurons.evaluation.generation import (
 )
 from langneurons.evaluation.langid import LanguageIdentifier, get_identifier
 from langneurons.model.loading import LoadedModel
+from langneurons.recording.parallel_run import active_run, current_run, model_key
 
 SCHEMA_VERSION = 1
 GENERATIONS_KIND = register_kind("generations", SCHEMA_VERSION, "generation records with detected languages")
@@ -88,7 +89,18 @@ def generate_records(loaded: LoadedModel, groups: Sequence[PromptGroup], conditi
     """Generate every group under every condition; detect each output's language (and judge it, if asked).
 
     One bar over prompts x conditions (announced first); given a running :class:`~langneurons.progress.Progress`
-    (a caller's overall bar), it counts on that one."""
+    (a caller's overall bar), it counts on that one. Data parallel under torchrun: each rank generates its
+    batches of every group (see :func:`langneurons.evaluation.generation.generate_texts`), every rank gets every
+    record. A condition and group are one named unit of the run (resumed runs skip finished ones); the
+    ``normal`` outputs come from the run's cache when the same model, settings and prompts were generated before.
+    """
+    with active_run():
+        return _generate_records(loaded, groups, conditions, settings, neurons, stats, identifier, judge, progress)
+
+
+def _generate_records(loaded: LoadedModel, groups: Sequence[PromptGroup], conditions: Sequence[Condition],
+                      settings: GenerationSettings, neurons: Any, stats: Any, identifier: LanguageIdentifier | None,
+                      judge: Any, progress: "bool | Progress") -> list[GenerationRecord]:
     identifier = identifier or get_identifier()
     edits = {condition.name: condition.edits(neurons, stats) for condition in conditions}  # fail before generating
     total = sum(len(g.questions) + g.unconditional for g in groups) * len(conditions)
@@ -101,32 +113,62 @@ def generate_records(loaded: LoadedModel, groups: Sequence[PromptGroup], conditi
         neurons.check_shape(site_map.num_layers, site_map.width, what=f"model {loaded.name!r}")
     bos_text = loaded.tokenizer.convert_ids_to_tokens(start_token_id(loaded.tokenizer)) if any(
         g.unconditional for g in groups) else ""
+    run = current_run()
+    fingerprint = model_key(loaded.model) if run.cache is not None else None
     prompts = sum(len(g.questions) + g.unconditional for g in groups)
     factors = [(prompts, "prompts" if any(g.questions for g in groups) else "samples"),
                (len(conditions), "conditions")]
-    with progress_bar("generate", total, "gen", factors, progress) as bar:
+    shown = progress if isinstance(progress, Progress) else bool(progress) and run.is_main
+    with progress_bar("generate", total, "gen", factors, shown) as bar:
         for condition in conditions:
             for group in groups:
                 bar.describe(f"{condition.name} {group.name}")
                 if group.unconditional:
-                    outputs = generate_unconditional(loaded, group.unconditional, settings, edits[condition.name],
-                                                     site_map=site_map, progress=bar)
+                    def generate(group: PromptGroup = group, condition: Condition = condition) -> list[str]:
+                        return generate_unconditional(loaded, group.unconditional, settings, edits[condition.name],
+                                                      site_map=site_map, progress=bar)
                     items = [("", bos_text)] * group.unconditional
                 else:
-                    outputs = generate_texts(loaded, group.questions, settings, edits[condition.name],
-                                             site_map=site_map, progress=bar)
+                    def generate(group: PromptGroup = group, condition: Condition = condition) -> list[str]:
+                        return generate_texts(loaded, group.questions, settings, edits[condition.name],
+                                              site_map=site_map, progress=bar)
                     items = [(q, settings.template.format(question=q)) for q in group.questions]
+                key = _normal_key(fingerprint, loaded, settings, group) if condition.is_normal else None
+                with run.scope(f"generate/{condition.name}/{group.name}"):
+                    outputs = run.cached(key, generate)
                 detected = identifier.detect_many(outputs)
                 for index, ((question, text), output, code) in enumerate(zip(items, outputs, detected)):
                     records.append(GenerationRecord(
                         group.language, index, question, text, condition.name, list(condition.deactivate),
                         list(condition.activate), condition.strength if condition.activate else None, output, code))
     if judge is not None:
-        for record in records:
-            if record.prompt:
-                result = judge.score(record.prompt, record.output)
-                record.judge_score, record.judge_reason = result.score, result.reason
+        judged = [record for record in records if record.prompt]
+        names = "+".join(c.name for c in conditions) + "/" + "+".join(g.name for g in groups)
+        with run.scope(f"judge/{names}"):
+            scores = run.map(len(judged), lambda i: tuple(_judge(judge, judged[i])))
+        for record, (score, reason) in zip(judged, scores):
+            record.judge_score, record.judge_reason = score, reason
     return records
+
+
+def _judge(judge: Any, record: GenerationRecord) -> tuple[float | None, str | None]:
+    result = judge.score(record.prompt, record.output)
+    return result.score, result.reason
+
+
+def _normal_key(fingerprint: dict[str, Any] | None, loaded: LoadedModel, settings: GenerationSettings,
+                group: PromptGroup) -> dict[str, Any] | None:
+    """The cache key of a group's outputs without intervention (``None`` without a model fingerprint)."""
+    if fingerprint is None:
+        return None
+    from langneurons._version import __version__
+    from langneurons.recording.progress import digest
+
+    tokenizer = loaded.tokenizer
+    return {"what": "generations", "version": __version__, "model": fingerprint,
+            "tokenizer": [getattr(tokenizer, "name_or_path", None), len(tokenizer)],
+            "settings": settings.describe(), "questions": digest(group.questions),
+            "unconditional": group.unconditional}
 
 
 def write_generations(path: Path, records: Sequence[GenerationRecord]) -> None:
@@ -314,8 +356,22 @@ def language_accuracy(model: Any, neurons: Any, stats: Any, prompts: dict[str, l
     Give ``prompts`` (``{lang: questions}``, see :func:`langneurons.evaluation.generation.read_prompts`), optionally
     with ``prompt_language``, or ``unconditional`` (samples per condition). Several ``strength`` values
     give one steered column each (sharing the normal outputs). Returns named rows / columns, every
-    generation record and provenance.
+    generation record and provenance. Data parallel under torchrun (see :func:`generate_records`); ``meta``
+    records ``world_size`` and the prompts each rank generated (``rank_items``).
     """
+    with active_run() as run:
+        result = _language_accuracy(model, neurons, stats, prompts, unconditional, prompt_language,
+                                    deactivate_prompt_language, strength, langs, settings, identifier, judge,
+                                    tokenizer, progress)
+        result.meta.update(run.report())
+    return result
+
+
+def _language_accuracy(model: Any, neurons: Any, stats: Any, prompts: dict[str, list[str]] | None,
+                       unconditional: int | None, prompt_language: str | None, deactivate_prompt_language: bool,
+                       strength: float | Sequence[float], langs: Sequence[str] | None,
+                       settings: GenerationSettings | None, identifier: str | LanguageIdentifier | None,
+                       judge: Any, tokenizer: Any, progress: bool) -> LanguageAccuracy:
     from langneurons.model.loading import as_loaded
 
     strengths = [float(strength)] if isinstance(strength, (int, float)) else [float(v) for v in strength]

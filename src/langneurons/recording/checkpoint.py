@@ -2,40 +2,57 @@
 
 A checkpoint is an ordinary artefact (``tensors.safetensors`` + ``meta.json`` with a SHA-256 of the
 tensors, see :mod:`langneurons.sets.artefacts`) in ``<directory>/rank-<r>/step-<n>/``, where ``n`` is the
-index, in the run's batch schedule, of the first batch not yet run. Each one is written into a staging
-directory and renamed into place, so a process killed at any moment leaves either the previous
+number of batches its sums hold; the tensor ``done_batches`` lists their indices in the run's batch
+schedule. Progress is thus kept per batch index, not per rank: a run resumes with any number of ranks
+(every rank continues the checkpoint of its own ``rank-<r>`` folder, rank 0 also takes over the folders of
+ranks the new run does not have; only the batches no checkpoint holds are run). Each one is written into a
+staging directory and renamed into place, so a process killed at any moment leaves either the previous
 checkpoint or the new one, never a torn one; the two newest are kept. Loading verifies the checksum,
 that the tensors agree with the recorded position and that the run (model, corpus files, window
-length, batch size, sharding, ranks, reduction) is the same, and reports any mismatch instead of
-using it. Resuming restores the float64 sums exactly, so a resumed run equals an uninterrupted one.
+length, batch size, sharding, reduction) is the same, and reports any mismatch instead of
+using it. Resuming restores the float64 sums exactly, so a resumed run equals an uninterrupted one (bit
+for bit with the same number of ranks; to the order of the float64 additions with another).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, dataclass
+import sys
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from langneurons.recording import distributed
 from langneurons.sets.artefacts import read_artefact, write_artefact
 from langneurons.errors import LangNeuronsError
 
 KIND = "record_checkpoint"
 SCHEMA_VERSION = 1
+#: fingerprint keys a resumed run may change (progress is per batch index)
+RANK_KEYS = ("world_size", "rank")
+DONE = "done_batches"
 STEP_PREFIX = "step-"
 KEEP = 2
 
 
 @dataclass
 class RecordPosition:
-    """How far one rank got: the next batch index of the schedule, and what it ran so far."""
+    """How far one rank got: the batch indices its sums hold, the next batch index it reached, windows and
+    tokens; ``lineage`` names the sequence of checkpoints it continues, ``absorbed`` the ones it took over."""
 
     next_batch: int = 0
     windows_done: int = 0
     tokens_done: int = 0
+    done: list[int] = field(default_factory=list)
+    lineage: str = field(default_factory=lambda: uuid.uuid4().hex)
+    absorbed: list[str] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        return {"next_batch": self.next_batch, "windows_done": self.windows_done, "tokens_done": self.tokens_done}
 
 
 @dataclass
@@ -103,16 +120,28 @@ class CheckpointStore:
             tensors, meta = read_artefact(path, KIND, SCHEMA_VERSION)
         except LangNeuronsError as exc:
             raise LangNeuronsError(f"checkpoint {str(path)!r} cannot be used: {exc}{hint}") from None
-        position = RecordPosition(**{key: int(value) for key, value in meta.get("position", {}).items()})
-        if position.next_batch != number:
+        recorded, current = meta.get("run", {}), _normalised(fingerprint)
+        counts = {key: int(value) for key, value in meta.get("position", {}).items()
+                  if key in ("next_batch", "windows_done", "tokens_done")}
+        if DONE in tensors:
+            done = [int(i) for i in tensors.pop(DONE).tolist()]
+            count = len(done)
+        else:  # written before progress was kept per batch: rank r of W ran the batches g % W == r before next
+            world, rank = int(recorded.get("world_size", 1)), int(recorded.get("rank", 0))
+            done = [g for g in range(counts.get("next_batch", 0)) if g % world == rank]
+            count = counts.get("next_batch", 0)
+        position = RecordPosition(**counts, done=done, lineage=str(meta.get("lineage") or self.root.name),
+                                  absorbed=[str(a) for a in meta.get("absorbed", [])])
+        if count != number:
             raise LangNeuronsError(f"checkpoint {str(path)!r} is inconsistent: its meta.json says batch "
-                                   f"{position.next_batch}{hint}")
+                                   f"{count}{hint}")
         tokens = int(tensors["token_count"].sum()) if "token_count" in tensors else -1
         if tokens != position.tokens_done:
             raise LangNeuronsError(f"checkpoint {str(path)!r} is inconsistent: {tokens} tokens in the tensors, "
                                    f"{position.tokens_done} in meta.json{hint}")
-        recorded, current = meta.get("run", {}), _normalised(fingerprint)
         for key in sorted(set(recorded) | set(current)):
+            if key in RANK_KEYS:
+                continue
             if recorded.get(key) != current.get(key):
                 raise LangNeuronsError(
                     f"checkpoint {str(self.directory)!r} belongs to a different run ({key}: "
@@ -120,14 +149,29 @@ class CheckpointStore:
                     "use another --checkpoint-dir or delete it")
         return Checkpoint(tensors, position, meta.get("checkpoint_every"), path)
 
+    def other_ranks(self, world_size: int) -> list["CheckpointStore"]:
+        """The stores of ranks ``>= world_size`` an earlier, larger run left in the directory."""
+        found = []
+        if self.directory.is_dir():
+            for path in sorted(self.directory.glob("rank-*")):
+                try:
+                    rank = int(path.name[len("rank-"):])
+                except ValueError:
+                    continue
+                if rank >= world_size and path.is_dir():
+                    found.append(CheckpointStore(self.directory, rank))
+        return found
+
     def save(self, state: dict[str, torch.Tensor], position: RecordPosition, fingerprint: dict[str, Any],
              every: int | None) -> Path:
         """Write a checkpoint atomically, then drop all but the :data:`KEEP` newest."""
-        path = self.root / f"{STEP_PREFIX}{position.next_batch:012d}"
+        path = self.root / f"{STEP_PREFIX}{len(position.done):012d}"
         if path.exists():  # the same position again (e.g. the final checkpoint): nothing new
             return path
-        meta = {"position": asdict(position), "run": _normalised(fingerprint), "checkpoint_every": every}
-        write_artefact(path, KIND, SCHEMA_VERSION, state, meta)
+        meta = {"position": position.counts(), "run": _normalised(fingerprint), "checkpoint_every": every,
+                "lineage": position.lineage, "absorbed": position.absorbed}
+        tensors = {**state, DONE: torch.tensor(sorted(position.done), dtype=torch.int64)}
+        write_artefact(path, KIND, SCHEMA_VERSION, tensors, meta)
         for _, old in self._steps()[:-KEEP]:
             shutil.rmtree(old, ignore_errors=True)
         return path
@@ -162,6 +206,7 @@ class Checkpointer:
     def after_batch(self, batch: Any) -> None:
         windows = int(batch.input_ids.shape[0])
         self.position.next_batch = int(batch.index) + 1
+        self.position.done.append(int(batch.index))
         self.position.windows_done += windows
         self.position.tokens_done += batch.info.num_tokens(*batch.input_ids.shape)
         self.since += windows
@@ -172,3 +217,53 @@ class Checkpointer:
         if self.store is not None:
             self.store.save(self.accumulator.state_dict(), self.position, self.fingerprint, self.every)
             self.since = 0
+
+
+def resume_position(store: CheckpointStore, context: Any, fingerprint: dict[str, Any], accumulator: Any,
+                    every: int | None) -> tuple[RecordPosition, int | None, set[int]]:
+    """Continue the checkpoints of a recording: each rank its own folder's (its sums loaded into ``accumulator``),
+    rank 0 also those of ranks this run does not have (summed in, their folders then removed).
+
+    Returns this rank's position, the checkpoint interval and the batch indices every checkpoint holds (skipped).
+    """
+    found = store.load(fingerprint)
+    extras = [c for c in (other.load(fingerprint) for other in store.other_ranks(context.world_size))
+              if c is not None] if context.is_main else []
+    mine = [found] if found is not None else []
+    shared = distributed.all_gather_objects(context, [(c.position.lineage, c.position.absorbed, c.position.done,
+                                                       c.every) for c in mine + extras])
+    entries = [entry for part in shared for entry in part]
+    absorbed = {lineage for _, taken, _, _ in entries for lineage in taken}
+    every = every or next((interval for *_, interval in entries if interval), None)
+    done: set[int] = set()
+    for lineage, _, batches, _ in entries:
+        if lineage in absorbed:
+            continue  # already summed into another checkpoint (its folder was not yet removed)
+        overlap = done.intersection(batches)
+        if overlap:
+            raise LangNeuronsError(f"checkpoints in {str(store.directory)!r} hold batch {min(overlap)} twice; "
+                                   "delete the folder to start over")
+        done.update(batches)
+    if not entries:
+        if context.is_main:
+            print(f"no checkpoint in {str(store.directory)!r}; starting from the beginning", file=sys.stderr)
+        return RecordPosition(), every, done
+    position = RecordPosition()
+    if found is not None and found.position.lineage not in absorbed:
+        accumulator.load_state_dict(found.state)
+        position, every = found.position, every or found.every
+    taken = [c for c in extras if c.position.lineage not in absorbed]
+    if taken:  # rank 0 takes over the ranks the earlier, larger run had
+        state = accumulator.state_dict()
+        for extra in taken:
+            state = {key: value + extra.state[key] for key, value in state.items()}
+            position.done += extra.position.done
+            position.windows_done += extra.position.windows_done
+            position.tokens_done += extra.position.tokens_done
+            position.absorbed.append(extra.position.lineage)
+            every = every or extra.every
+        accumulator.load_state_dict(state)
+        store.save(accumulator.state_dict(), position, fingerprint, every)
+        for other in store.other_ranks(context.world_size):
+            other.clear()
+    return position, every, done

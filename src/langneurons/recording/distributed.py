@@ -5,14 +5,16 @@ nodes with torchrun's usual ``--nnodes``/``--rdzv-*`` flags). :func:`setup` read
 environment torchrun sets (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``), opens the process group (gloo on
 the CPU, nccl on CUDA) unless one is open already, and picks this rank's device (``cuda:LOCAL_RANK``).
 Every rank runs its own batches (see :func:`owns_batch`); :func:`all_reduce_sum` adds the statistics of
-all ranks, after which every rank holds the total and rank 0 writes it.
+all ranks, after which every rank holds the total and rank 0 writes it. :func:`all_gather_objects` and
+:func:`broadcast_object` move small Python values (per-batch results, a resumed run's progress) between ranks;
+:mod:`langneurons.recording.parallel_run` builds the data-parallel runs of the other commands on them.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable
 
 import torch
 
@@ -110,6 +112,36 @@ def all_reduce_sum(context: DistributedContext, tensors: Iterable[torch.Tensor])
 
     for tensor in tensors:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+
+
+def all_sum(context: DistributedContext, tensor: torch.Tensor, device: torch.device | str | None = None
+            ) -> torch.Tensor:
+    """A copy of ``tensor`` summed over all ranks (reduced on ``device``: a CUDA device under nccl), on the CPU."""
+    moved = tensor.to(device if device is not None else tensor.device, copy=True)
+    all_reduce_sum(context, [moved])
+    return moved.cpu()
+
+
+def all_gather_objects(context: DistributedContext, value: Any) -> list[Any]:
+    """``[value of rank 0, value of rank 1, ...]`` on every rank (``[value]`` in a single process); picklable values."""
+    if not context.is_distributed:
+        return [value]
+    import torch.distributed as dist
+
+    gathered: list[Any] = [None] * context.world_size
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
+def broadcast_object(context: DistributedContext, value: Any, source: int = 0) -> Any:
+    """Rank ``source``'s ``value`` on every rank (the value itself in a single process)."""
+    if not context.is_distributed:
+        return value
+    import torch.distributed as dist
+
+    holder = [value if context.rank == source else None]
+    dist.broadcast_object_list(holder, src=source)
+    return holder[0]
 
 
 def barrier(context: DistributedContext) -> None:

@@ -25,11 +25,18 @@ from langneurons.progress import progress_bar, work_line
 from langneurons.sets.compatibility import check_context, model_provenance
 from langneurons.recording import distributed
 from langneurons.recording.accumulator import AccumulatorGroup, StatsAccumulator
-from langneurons.recording.checkpoint import Checkpointer, CheckpointStore, RecordPosition
+from langneurons.recording.checkpoint import Checkpointer, CheckpointStore, RecordPosition, resume_position
 from langneurons.data.corpus import PackedCorpus, default_seq_len, find_corpus_files
 from langneurons.errors import LangNeuronsError
-from langneurons.model.loading import LoadedModel, as_loaded
-from langneurons.recording.schedule import PlannedBatch, ScheduleCursor, batch_schedule, select_batches
+from langneurons.model.loading import LoadedModel, as_loaded, load_model
+from langneurons.recording.schedule import (
+    PlannedBatch,
+    ScheduleCursor,
+    batch_schedule,
+    indexed_schedule,
+    select_batches,
+)
+from langneurons.data.rank_windows import index_corpus
 from langneurons.model.sites import SiteMap, input_device, locate_site
 from langneurons.data.batching import forward_kwargs, last_index
 from langneurons.recording.hooks import as_providers, attach_all, expected_calls, route
@@ -256,6 +263,8 @@ def record(
     distributed_run: bool | None = None,
     reduction: str | None = None,
     sites: list[str] | tuple[str, ...] | None = None,
+    trust_remote_code: bool = False,
+    attn_implementation: str | None = None,
 ) -> ActivationStats | dict[str, ActivationStats]:
     """Record per-language activation statistics of every neuron at ``site``.
 
@@ -267,7 +276,8 @@ def record(
     is run; shards merge by addition. ``reduce_dtype="float64"`` makes the CPU per-block sums exact to
     double precision (slower); ``reduction`` picks ``blocks`` / ``direct`` (default: blocks on the CPU,
     direct on accelerators, see :mod:`langneurons.recording.accumulator`). ``device_map`` / ``offload_folder`` place
-    a big model with accelerate (see :func:`langneurons.model.loading.load_model`).
+    a big model with accelerate; ``revision``, ``trust_remote_code`` and ``attn_implementation`` load a hub model
+    (see :func:`langneurons.model.loading.load_model`).
 
     Under ``torchrun`` (``distributed_run=None`` follows the environment) this process runs its rank's
     batches and the statistics are summed over all ranks; every rank returns the total.
@@ -290,8 +300,13 @@ def record(
     if context.is_distributed and device_map is not None:
         raise LangNeuronsError("--device-map cannot be combined with data-parallel ranks (torchrun); "
                                "run one process per model copy")
-    loaded = as_loaded(model, tokenizer, device=device, dtype=dtype, revision=revision, device_map=device_map,
-                       offload_folder=offload_folder)
+    if isinstance(model, (str, Path)):
+        loaded = load_model(str(model), device=device, dtype=dtype, revision=revision, device_map=device_map,
+                            offload_folder=offload_folder, trust_remote_code=trust_remote_code,
+                            attn_implementation=attn_implementation)
+    else:
+        loaded = as_loaded(model, tokenizer, device=device, dtype=dtype, revision=revision, device_map=device_map,
+                           offload_folder=offload_folder)
     names = [site] if sites is None else list(dict.fromkeys(sites))
     if not names:
         raise LangNeuronsError("sites must name at least one site")
@@ -326,25 +341,27 @@ def record(
     }
 
     store = None if checkpoint_dir is None else CheckpointStore(checkpoint_dir, context.rank)
-    position, every = RecordPosition(), checkpoint_every
+    position, every, done = RecordPosition(), checkpoint_every, set()
     if store is not None and resume:
-        found = store.load(fingerprint)
-        if found is None:
-            if context.is_main:
-                print(f"no checkpoint in {str(checkpoint_dir)!r}; starting from the beginning", file=sys.stderr)
-        else:
-            accumulator.load_state_dict(found.state)
-            position, every = found.position, every or found.every
+        position, every, done = resume_position(store, context, fingerprint, accumulator, every)
     elif store is not None and store.exists():
         raise LangNeuronsError(f"{str(checkpoint_dir)!r} holds checkpoints of an earlier run; resume it "
                                "(--resume) or delete it")
     distributed.barrier(context)  # every rank has looked at the checkpoints before any rank writes one
-    resumed_from = position.next_batch
+    resumed_from = next((g for g in range(len(done) + 1) if g not in done), 0)
     checkpointer = Checkpointer(store, every, fingerprint, accumulator, position)
 
+    def runs(index: int) -> bool:
+        return distributed.owns_batch(context, index) and index not in done
+
     cursor = ScheduleCursor()
-    planned = select_batches(batch_schedule(source, batch_size, shard_index, num_shards),
-                             lambda index: distributed.owns_batch(context, index), resumed_from, cursor)
+    if context.is_distributed and files is not None:  # each rank tokenizes only its share of the corpus
+        indexes = index_corpus(source, context.rank, context.world_size,
+                               lambda t: distributed.all_sum(context, t, stats_device))
+        planned = indexed_schedule(source, indexes, batch_size, shard_index, num_shards, runs, cursor)
+    else:
+        planned = select_batches(batch_schedule(source, batch_size, shard_index, num_shards), runs, resumed_from,
+                                 cursor)
     total = estimated_tokens(source, num_shards * context.world_size)
     if progress and context.is_main:
         exact = expected_tokens(source, num_shards * context.world_size) is not None

@@ -6,7 +6,9 @@ batch of a language may be smaller). Batches are numbered ``g = 0, 1, ...`` acro
 ``r`` of ``W`` data-parallel processes runs the batches with ``g % W == r``, so every rank runs whole
 batches exactly as a single process would (same windows, same batch shapes, bit-identical
 activations), and a checkpoint can name its position by ``g``. Windows are produced lazily: batches
-that are skipped (other ranks', or already done before a resume) are never stacked or run.
+that are skipped (other ranks', or already done before a resume) are never stacked or run. With the token
+counts of every chunk known (:mod:`langneurons.data.rank_windows`), :func:`indexed_schedule` does not even
+tokenize them: a rank tokenizes only the documents of its own batches.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import Callable, Iterator
 import torch
 
 from langneurons.data.corpus import PackedCorpus
+from langneurons.data.rank_windows import LanguageIndex, select_windows
+from langneurons.data.streaming import iter_documents
 from langneurons.errors import LangNeuronsError
 from langneurons.data.streaming import StreamingCorpus
 
@@ -84,3 +88,31 @@ def select_batches(schedule: Iterator[PlannedBatch], runs: Callable[[int], bool]
             yield planned
     if cursor is not None:
         cursor.length = seen
+
+
+def indexed_schedule(corpus: StreamingCorpus, indexes: dict[str, LanguageIndex], batch_size: int,
+                     shard_index: int, num_shards: int, runs: Callable[[int], bool],
+                     cursor: ScheduleCursor | None = None) -> Iterator[PlannedBatch]:
+    """The batches of :func:`batch_schedule` with ``runs(index)``, tokenizing only the chunks of their windows."""
+    if batch_size < 1:
+        raise LangNeuronsError(f"--batch-size must be at least 1, got {batch_size}")
+    if not 0 <= shard_index < num_shards:
+        raise LangNeuronsError(f"shard index {shard_index} is not in [0, {num_shards})")
+    index = 0
+    for language in corpus.languages:
+        ids = [w for w in range(indexes[language].windows) if w % num_shards == shard_index]
+        groups = [ids[start:start + batch_size] for start in range(0, len(ids), batch_size)]
+        wanted = [(index + number, group) for number, group in enumerate(groups) if runs(index + number)]
+        index += len(groups)
+        if not wanted:
+            continue
+        stream = select_windows(corpus.tokenizer, iter_documents(corpus.files[language].path), indexes[language],
+                                [w for _, group in wanted for w in group])
+        rows: dict[int, torch.Tensor] = {}
+        for number, group in wanted:
+            while any(w not in rows for w in group):
+                window_id, window = next(stream)
+                rows[window_id] = window
+            yield PlannedBatch(number, language, group, [rows.pop(w) for w in group])
+    if cursor is not None:
+        cursor.length = index

@@ -23,7 +23,8 @@ import torch
 from langneurons.errors import LangNeuronsError
 from langneurons.evaluation.tasks.items import Task
 from langneurons.evaluation.tasks.scoring import BatchContext, ItemScore, score_items
-from langneurons.progress import progress_bar
+from langneurons.progress import Progress, progress_bar
+from langneurons.recording.parallel_run import active_run
 from langneurons.sets.compatibility import model_provenance
 from langneurons.sets.output import Figure, Output, Records, Table, read_output_meta, read_records, read_table, \
     register_kind
@@ -119,7 +120,34 @@ def evaluate_task(loaded: Any, task: Task, conditions: Sequence[str] = ("normal"
     ``edit(condition, lang, column)`` opens the intervention of a condition for one language's items;
     ``batch_edit(condition, row_items)``, when given, is opened around each forward batch instead (per-row
     interventions: row ``i`` of the batch scores ``row_items[i]``). ``normal`` runs the model as it is.
+
+    Data parallel under torchrun (each rank scores its batches, see :mod:`~langneurons.evaluation.tasks.scoring`);
+    each condition and language is a named unit of the run (a resumed run skips finished ones), and the
+    ``normal`` row comes from the run's cache when the same model, items and batching were scored before.
     """
+    with active_run() as run:
+        result = _evaluate_task(run, loaded, task, conditions, edit, batch_size, chunk_size, progress, batch_edit)
+        result.meta.update(run.report())
+    return result
+
+
+def _normal_key(fingerprint: dict[str, Any] | None, task: Task, lang: str, batch_size: int,
+                chunk_size: int | None) -> dict[str, Any] | None:
+    if fingerprint is None:
+        return None
+    from langneurons._version import __version__
+    from langneurons.recording.progress import digest
+
+    return {"what": "task", "version": __version__, "model": fingerprint, "task": task.describe(),
+            "items": digest([asdict(item) for item in task.by_language(lang)]), "language": lang,
+            "batch_size": batch_size, "chunk_size": chunk_size}
+
+
+def _evaluate_task(run: Any, loaded: Any, task: Task, conditions: Sequence[str], edit: Edit | None, batch_size: int,
+                   chunk_size: int | None, progress: bool,
+                   batch_edit: Callable[[str, list], AbstractContextManager] | None) -> TaskResult:
+    from langneurons.recording.parallel_run import model_key
+
     task.validate()
     conditions = list(conditions)
     if len(set(conditions)) != len(conditions):
@@ -130,8 +158,10 @@ def evaluate_task(loaded: Any, task: Task, conditions: Sequence[str] = ("normal"
     languages = task.languages
     accuracy = torch.zeros(len(conditions), len(languages), dtype=torch.float64)
     items: dict[str, list[ItemScore]] = {}
+    fingerprint = model_key(loaded.model) if run.cache is not None else None
     factors = [(len(conditions), "conditions"), (_units(task), "rows")]
-    with progress_bar(f"task {task.name}", _units(task) * len(conditions), "row", factors, progress) as bar:
+    shown = progress if isinstance(progress, Progress) else bool(progress) and run.is_main
+    with progress_bar(f"task {task.name}", _units(task) * len(conditions), "row", factors, shown) as bar:
         for r, condition in enumerate(conditions):
             items[condition] = []
             for c, lang in enumerate(languages):
@@ -141,9 +171,14 @@ def evaluate_task(loaded: Any, task: Task, conditions: Sequence[str] = ("normal"
                 if batch_edit is not None and not normal:
                     per_batch = lambda rows, condition=condition: batch_edit(condition, rows)  # noqa: E731
                 opened = nullcontext() if normal or per_batch is not None else edit(condition, lang, c)
-                with opened:
-                    scores = score_items(model, tokenizer, task, task.by_language(lang), batch_size, chunk_size,
-                                         per_batch, bar)
+
+                def score(per_batch: BatchContext | None = per_batch, lang: str = lang) -> list[dict[str, Any]]:
+                    return [asdict(s) for s in score_items(model, tokenizer, task, task.by_language(lang), batch_size,
+                                                           chunk_size, per_batch, bar)]
+
+                key = _normal_key(fingerprint, task, lang, batch_size, chunk_size) if normal else None
+                with run.scope(f"task/{condition}/{lang}"), opened:
+                    scores = [ItemScore(**data) for data in run.cached(key, score)]
                 accuracy[r, c] = sum(s.correct for s in scores) / len(scores)
                 items[condition].extend(scores)
     counts = {lang: len(task.by_language(lang)) for lang in languages}

@@ -4,7 +4,10 @@ Scoring rows (prompt + continuation) are right-padded (:func:`langneurons.data.b
 with :func:`langneurons.evaluation.logprobs.token_scores` (chunked LM head, the right positions under
 padding); generation is left-padded by :func:`langneurons.evaluation.generation.generate_batch` (greedy, KV
 cache, no repetition penalty). Rows are batched longest first; each item's score does not depend on its
-batch (up to the order of float additions). ``batch_context(row_items)``, when given, is opened around each
+batch (up to the order of float additions). Under a data-parallel run (:mod:`langneurons.recording.parallel_run`)
+batch ``k`` runs on rank ``k % world_size`` and the scores are gathered in order: the single-process batches,
+so the same scores. Every rank tokenizes every item (the batches are formed by token length; a task's prompts
+take well under a second to tokenize). ``batch_context(row_items)``, when given, is opened around each
 forward batch with the item of every row in row order, for interventions that differ per row.
 
 Multiple choice (``metric="choice"``): for option ``o`` with tokens ``c_1..c_n`` after the prompt,
@@ -87,14 +90,18 @@ def score_rows(model: nn.Module, rows: Sequence[Sequence[int]], targets: Sequenc
     """
     if batch_size < 1:
         raise LangNeuronsError(f"--batch-size must be at least 1, got {batch_size}")
+    from langneurons.recording.parallel_run import current_run
+
+    run = current_run()
     order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
-    out: list[RowScore | None] = [None] * len(rows)
     if batch_context is not None:  # the head check's one-row forward must not run inside a per-row edit
         from langneurons.evaluation.logprobs import head_path
 
         head_path(model)
-    for start in range(0, len(order), batch_size):
-        chosen = order[start:start + batch_size]
+    batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+    def unit(number: int) -> list[tuple[float, int, bool, int]]:  # batch ``number`` on rank number % world
+        chosen = batches[number]
         input_ids, mask = pad_rows([rows[i] for i in chosen], pad_id, side="right")
         wanted = torch.zeros_like(mask, dtype=torch.bool)
         for b, i in enumerate(chosen):
@@ -102,12 +109,19 @@ def score_rows(model: nn.Module, rows: Sequence[Sequence[int]], targets: Sequenc
         context = batch_context([row_items[i] for i in chosen]) if batch_context and row_items else nullcontext()
         with context:
             scores = token_scores(model, input_ids, mask, wanted, chunk_size)
+        scored = []
         for b, i in enumerate(chosen):
             first = len(rows[i]) - targets[i]
-            out[i] = RowScore(float(scores.logprobs[b][wanted[b]].double().sum()), int(targets[i]),
-                              bool(scores.greedy[b][wanted[b]].all()), int(scores.argmax[b, first]))
+            scored.append((float(scores.logprobs[b][wanted[b]].double().sum()), int(targets[i]),
+                           bool(scores.greedy[b][wanted[b]].all()), int(scores.argmax[b, first])))
         if progress is not None:
-            progress.update(len(chosen))
+            progress.update(len(chosen) * run.world_size)  # the other ranks advance alike
+        return scored
+
+    out: list[RowScore | None] = [None] * len(rows)
+    for chosen, scored in zip(batches, run.map(len(batches), unit, sizes=[len(c) for c in batches])):
+        for i, values in zip(chosen, scored):
+            out[i] = RowScore(*values)
     return out  # type: ignore[return-value]
 
 
@@ -181,13 +195,22 @@ def score_generation(model: nn.Module, tokenizer: Any, task: Task, items: Sequen
             raise LangNeuronsError(f"--max-new-tokens {task.max_new_tokens} leaves no room for a prompt in the "
                                    f"model's context ({limit} tokens)")
         rows = _fit(rows, [0] * len(rows), limit - task.max_new_tokens)
-    outputs: list[str] = []
-    for start in range(0, len(rows), batch_size):
+    from langneurons.recording.parallel_run import current_run
+
+    run = current_run()
+
+    def unit(number: int) -> list[str]:  # batch ``number`` on rank number % world
+        start = number * batch_size
         chunk = list(items[start:start + batch_size])
         with batch_context(chunk) if batch_context else nullcontext():
-            outputs.extend(generate_batch(model, tokenizer, rows[start:start + batch_size], settings))
+            texts = generate_batch(model, tokenizer, rows[start:start + batch_size], settings)
         if progress is not None:
-            progress.update(len(chunk))
+            progress.update(len(chunk) * run.world_size)  # the other ranks advance alike
+        return texts
+
+    count = -(-len(rows) // batch_size)
+    sizes = [len(rows[k * batch_size:(k + 1) * batch_size]) for k in range(count)]
+    outputs = [text for part in run.map(count, unit, sizes=sizes) for text in part]
     results = []
     for item, output in zip(items, outputs):
         if task.metric == "numeric":

@@ -212,7 +212,9 @@ def layer_language(loaded: Any, prompts: dict[str, list[str]], max_new_tokens: i
                                          for layer in range(layers)]
                 if sum(e["language"] == lang for e in kept) < examples:
                     kept.append(example)
-    meta = {**loaded.provenance(), "parameters": {"max_new_tokens": max_new_tokens, "top_k": top_k,
+    from langneurons.sets.compatibility import model_provenance
+
+    meta = {**model_provenance(loaded), "parameters": {"max_new_tokens": max_new_tokens, "top_k": top_k,
                                                   "min_confidence": min_confidence, "batch_size": batch_size,
                                                   "decoding": "greedy"},
             "language_identifier": ident.describe(), "prompts": {lang: len(t) for lang, t in prompts.items()},

@@ -165,8 +165,10 @@ def mwork_deactivation(loaded: Any, plan: DeactivationPlan, neurons: Any, packed
     edit = plan.edit(loaded.model, site_maps)
     values: dict[str, torch.Tensor] = {}
     better: dict[str, bool] = {}
+    from langneurons.sets.compatibility import model_provenance
+
     meta: dict[str, Any] = {"bands": plan.bands.describe(), "settings": {k: list(v) for k, v in plan.settings.items()},
-                            **plan.meta, "neurons": neuron_set_provenance(neurons), **loaded.provenance()}
+                            **plan.meta, "neurons": neuron_set_provenance(neurons), **model_provenance(loaded)}
     langs = list(languages or (packed.languages if packed is not None else tasks[0].languages))
     missing = [lang for lang in langs if lang not in neurons.languages]
     if missing:

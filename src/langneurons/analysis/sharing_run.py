@@ -33,7 +33,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from langneurons.analysis.sharing import SharingAccumulator, SharingSettings
 from langneurons.analysis.sharing_items import SharingItems
@@ -212,29 +211,42 @@ def analyse_recording(model: nn.Module, recording: SharingRecording, items: Shar
                       final_norm: bool = False, chunk_elements: int = 1 << 24, progress: bool = True
                       ) -> SharingAccumulator:
     """Feed every item to a :class:`SharingAccumulator`; effective scores when ``effective`` and gold tokens."""
+    from langneurons.progress import progress_bar
+
     settings = settings or SharingSettings()
-    acts, writes = recording.acts, recording.writes
-    k, n, layers, width = acts.vectors.shape
+    k, n, layers, width = recording.acts.vectors.shape
     accumulator = SharingAccumulator(items.languages, layers, width, settings)
     norms = write_norms(model, layers)
     effective = effective and items.gold is not None
     if effective and final_norm and recording.hidden is None:
         raise LangNeuronsError("effective scores through the final norm need a recording with final_hidden=True")
     step = max(1, chunk_elements // (k * layers * width))
-    for start in tqdm(range(0, n, step), disable=not progress, desc="sharing items", dynamic_ncols=True):
-        stop = min(n, start + step)
-        chunk_acts = acts.vectors[:, start:stop].float().transpose(0, 1)  # [c, K, L, W]
-        chunk_writes = writes.vectors[:, start:stop].float().transpose(0, 1)
-        directions = None
-        if effective:
-            tokens = items.gold[:, start:stop].t().reshape(-1)  # rows item-major: [c * K]
-            hidden = None
-            if final_norm:
-                hidden = recording.hidden.hidden[:, start:stop].transpose(0, 1).reshape(-1, recording.hidden.hidden.shape[-1])
-            e = effective_directions(model, tokens, hidden, embedding, final_norm)
-            directions = chunk_directions(model, e, layers).view(stop - start, k, layers, width)
-        accumulator.add(chunk_acts, chunk_writes, norms, directions)
+    with progress_bar("sharing analysis", n, "item", [(n, "items"), (k, "languages")], progress) as bar:
+        for start in range(0, n, step):
+            _analyse_chunk(model, recording, items, accumulator, norms, effective, embedding, final_norm, start,
+                           min(n, start + step))
+            bar.update(min(n, start + step) - start)
     return accumulator
+
+
+def _analyse_chunk(model: nn.Module, recording: SharingRecording, items: SharingItems,
+                   accumulator: SharingAccumulator, norms: torch.Tensor, effective: bool, embedding: str,
+                   final_norm: bool, start: int, stop: int) -> None:
+    """Items ``[start, stop)`` of the recording into ``accumulator``."""
+    acts, writes = recording.acts, recording.writes
+    k, _, layers, width = acts.vectors.shape
+    chunk_acts = acts.vectors[:, start:stop].float().transpose(0, 1)  # [c, K, L, W]
+    chunk_writes = writes.vectors[:, start:stop].float().transpose(0, 1)
+    directions = None
+    if effective:
+        tokens = items.gold[:, start:stop].t().reshape(-1)  # rows item-major: [c * K]
+        hidden = None
+        if final_norm:
+            final = recording.hidden.hidden
+            hidden = final[:, start:stop].transpose(0, 1).reshape(-1, final.shape[-1])
+        e = effective_directions(model, tokens, hidden, embedding, final_norm)
+        directions = chunk_directions(model, e, layers).view(stop - start, k, layers, width)
+    accumulator.add(chunk_acts, chunk_writes, norms, directions)
 
 
 def fit_length(model: nn.Module, max_length: int | None, scored: bool) -> int | None:
@@ -311,7 +323,10 @@ def sharing_matters(model: Any, parallel: Any = None, task: Any = None, template
     effective_what = (f"E_r = row r of the {embedding} embedding" +
                       (", through the final norm linearised at the row's final hidden state (frozen scale)"
                        if final_norm else ", without the final norm") + "; r = first token of the gold answer")
-    meta = {**loaded.provenance(), "site": TYPE_SITE, "write_site": WRITE_SITE if recording.gated else TYPE_SITE,
+    from langneurons.sets.compatibility import model_provenance
+
+    meta = {**model_provenance(loaded), "site": TYPE_SITE,
+            "write_site": WRITE_SITE if recording.gated else TYPE_SITE,
             "gated": recording.gated, "inputs": items.describe(),
             "parameters": {"threshold": threshold, "thresholds": list(settings.thresholds),
                            "language_counts": accumulator.counts_, "top": top, "normalize": normalize,

@@ -180,7 +180,9 @@ def record_importance(model: Any, corpus: str | Path | PLNDInputs, langs: list[s
     grids = {s: (feeder.num_layers, w) for s, w in feeder.widths.items()}
     parameters = {"ffn_score": ffn_score, "memory_bytes": memory_bytes or DEFAULT_MEMORY, "batch_size": batch_size,
                   "compute_dtype": str(compute_dtype).replace("torch.", "")}
-    meta = {**loaded.provenance(), "corpus": inputs.provenance, "parameters": parameters,
+    from langneurons.sets.compatibility import model_provenance
+
+    meta = {**model_provenance(loaded), "corpus": inputs.provenance, "parameters": parameters,
             "sites": {s: "ffn.down_in" if s == "ffn" else s for s in grids}, "skipped": feeder.skipped,
             "geometry": {k: v for k, v in feeder.geometry.to_dict().items() if k in (
                 "num_heads", "num_kv_heads", "head_dim", "positions", "rotary_dim", "qk_norm")}}

@@ -83,7 +83,11 @@ def neuron_set_headline(artefact: Artefact) -> str | None:
     sizes = meta.get("sizes") if isinstance(meta.get("sizes"), dict) else {}
     layers, width = meta.get("num_layers"), meta.get("width")
     total = layers * width if isinstance(layers, int) and isinstance(width, int) else None
-    return _sizes_sentence(sizes, "neurons", total, f"{meta.get('method', 'the method')} at {meta.get('site', '?')}")
+    grids = meta.get("grids") if isinstance(meta.get("grids"), dict) else {}
+    if total is None and grids and all(isinstance(g, list) and len(g) == 2 for g in grids.values()):
+        total = sum(int(g[0]) * int(g[1]) for g in grids.values())  # a set over several sites (schema 2)
+    sites = meta.get("sites") if isinstance(meta.get("sites"), list) else [meta.get("site", "?")]
+    return _sizes_sentence(sizes, "neurons", total, f"{meta.get('method', 'the method')} at {', '.join(sites)}")
 
 
 def parameter_set_headline(artefact: Artefact) -> str | None:

@@ -1,14 +1,17 @@
-"""``langneurons demo``: the whole LAPE story on the bundled toy model and demo corpus, on CPU.
+"""``langneurons demo``: the four papers' stories on the bundled toy model and demo corpus, on CPU.
 
-record (train part of the demo corpus) -> identify (LAPE) -> deactivation perplexity matrix (valid part,
-against normal and random) -> layer distribution -> HTML report. The output directory holds the same
-artefacts the separate commands write.
+LAPE (record -> identify -> deactivation perplexity matrix -> layers -> steering), Sharing Matters (neuron
+types per layer, deactivation by type on a cloze built from the parallel valid part), PLND (importance neurons
+and their overlaps) and Lingua Franca (LRDS / SADS per layer, similarity map, key regions), then one HTML report
+(:mod:`langneurons.testbed.demo_parts` has the parts). The output folder holds the same artefacts the separate
+commands write.
 """
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
@@ -21,7 +24,8 @@ from langneurons.errors import LangNeuronsError
 DEMO_TOP_RATE = 0.05
 DEMO_SEQ_LEN = 64
 #: what the demo writes into its output folder
-DEMO_ENTRIES = ("stats", "lape.neurons", "ppl", "layers", "report.html")
+DEMO_ENTRIES = ("stats", "lape.neurons", "ppl", "layers", "steer", "sharing", "plnd.neurons", "plnd_overlap",
+                "lingua_franca", "demo.json", "report.html")
 
 
 def is_demo_run(path: str | Path) -> bool:
@@ -52,54 +56,43 @@ class DemoResult:
 
 def run_demo(out: str | Path = "runs/demo", model: str | Path | None = None, corpus: str | Path | None = None,
              valid: str | Path | None = None, top_rate: float = DEMO_TOP_RATE, seq_len: int = DEMO_SEQ_LEN,
-             batch_size: int = 16, device: str | None = "cpu", progress: bool = True,
+             batch_size: int = 16, device: str | None = "cpu", progress: bool = True, parts: list[str] | None = None,
              log: Callable[[str], None] = print) -> DemoResult:
-    """Run the demo into ``out`` and return what it wrote."""
+    """Run the demo (every part, or ``parts``) into ``out`` and return what it wrote."""
     import langneurons as ln
-    from langneurons.evaluation.perplexity import summary as perplexity_summary
+    from langneurons.testbed.demo_parts import DemoContext, run_parts
 
     model_path = Path(model) if model else bundled_model_path()
-    if not (model_path / "config.json").exists():
+    if model is None and not (model_path / "config.json").exists():
         raise LangNeuronsError(f"no model at {str(model_path)!r} (the bundled toy model is missing from this install)")
     corpus = Path(corpus) if corpus else demo_corpus_path("train")
     valid = Path(valid) if valid else demo_corpus_path("valid")
     out = Path(out)
-    seconds: dict[str, float] = {}
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    loaded = ln.load_model(str(model_path), device=device, dtype="float32")
+    seconds = {"load model": time.perf_counter() - start}
+    ctx = DemoContext(loaded, out, corpus, valid, top_rate, seq_len, batch_size, progress, log)
+    outcomes = run_parts(ctx, parts)
+    seconds.update({o.name: o.seconds for o in outcomes})
+    summary: dict[str, Any] = {"parts": [asdict(o) for o in outcomes]}
+    if "matrix" in ctx.results:
+        from langneurons.evaluation.perplexity import summary as perplexity_summary
 
-    def step(name: str, fn: Callable[[], Any]) -> Any:
-        start = time.perf_counter()
-        result = fn()
-        seconds[name] = time.perf_counter() - start
-        log(f"[demo] {name}: {seconds[name]:.1f} s")
-        return result
-
-    loaded = step("load model", lambda: ln.load_model(str(model_path), device=device, dtype="float32"))
-    stats = step("record", lambda: ln.record(loaded, corpus, seq_len=seq_len, batch_size=batch_size,
-                                             progress=progress))
-    stats.save(out / "stats")
-    neurons = step("identify", lambda: ln.identify(stats, "lape", top_rate=top_rate))
-    neurons.parameters["why_top_rate"] = (f"the bundled model has only {stats.num_layers * stats.width} neurons; "
-                                          f"the paper's 1% would leave a handful per language")
-    neurons.save(out / "lape.neurons")
-    matrix = step("perplexity", lambda: ln.perplexity_matrix(loaded, valid, neurons, seq_len=seq_len,
-                                                             batch_size=batch_size, progress=progress))
-    matrix.save(out / "ppl")
-    step("layer distribution", lambda: _layer_distribution(neurons, out / "layers"))
-    report = step("report", lambda: _report(out))
-    headline = perplexity_summary(matrix)
-    log(f"[demo] languages: {', '.join(stats.languages)}; neurons per language: "
-        + ", ".join(f"{lang} {n}" for lang, n in neurons.sizes().items()))
-    log(f"[demo] mean PPL increase when a language's own neurons are deactivated: "
-        f"{headline['mean_diagonal_increase']:+.1%} (other languages {headline['mean_off_diagonal_increase']:+.1%}, "
-        f"random neurons {headline['mean_random_increase']:+.1%}); own language hit hardest in "
-        f"{headline['row_max_on_diagonal']}/{headline['rows']} rows")
-    return DemoResult(out, report, headline, seconds)
-
-
-def _layer_distribution(neurons, directory: Path) -> Path:
-    from langneurons.analysis.layers import layer_distribution
-
-    return layer_distribution(neurons).save(directory)
+        summary.update(perplexity_summary(ctx.results["matrix"]))
+    (out / "demo.json").write_text(json.dumps({**loaded.provenance(), "version": ln.__version__,
+                                               "parameters": {"top_rate": top_rate, "seq_len": seq_len,
+                                                              "batch_size": batch_size},
+                                               "corpus": str(corpus), "valid": str(valid), **summary,
+                                               "seconds": seconds}, indent=1, default=str) + "\n")
+    start = time.perf_counter()
+    report = _report(out)
+    seconds["report"] = time.perf_counter() - start
+    ran = [o.name for o in outcomes if o.status == "ran"]
+    others = [f"{o.name} {o.status}" for o in outcomes if o.status != "ran"]
+    log(f"[demo] parts that ran: {', '.join(ran) or 'none'}" + (f"; {', '.join(others)}" if others else "")
+        + f" ({sum(seconds.values()):.0f} s in all)")
+    return DemoResult(out, report, summary, seconds)
 
 
 def _report(out: Path) -> Path:

@@ -52,7 +52,7 @@ from langneurons.sets.neuronset import NeuronSet, load_neurons, load_reference_m
 from langneurons.evaluation.perplexity import PerplexityMatrix, load_perplexity, perplexity_matrix
 from langneurons.evaluation.langid import detect_language, get_identifier
 from langneurons.recording.recorder import record
-from langneurons.evaluation.steering import LanguageAccuracy, language_accuracy, load_language_accuracy
+from langneurons.evaluation.language_accuracy import LanguageAccuracy, language_accuracy, load_language_accuracy
 from langneurons.report import build_report
 from langneurons.model.sites import locate_site
 from langneurons.model.geometry import ModelGeometry, model_geometry, write_vectors

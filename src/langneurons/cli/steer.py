@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from langneurons.errors import LangNeuronsError
     from langneurons.evaluation.generation import read_prompts
     from langneurons.evaluation.langid import get_identifier
-    from langneurons.evaluation.steering import language_accuracy, steering_languages
+    from langneurons.evaluation.language_accuracy import language_accuracy, steering_languages
 
     settings = settings_from_args(args)
     check_prompt_source(args)

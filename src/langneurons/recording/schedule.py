@@ -116,3 +116,31 @@ def indexed_schedule(corpus: StreamingCorpus, indexes: dict[str, LanguageIndex],
             yield PlannedBatch(number, language, group, [rows.pop(w) for w in group])
     if cursor is not None:
         cursor.length = index
+
+
+def expected_tokens(source: PackedCorpus | StreamingCorpus, parts: int = 1) -> int | None:
+    """Tokens one of ``parts`` shards / ranks will run: exact for a packed corpus; for a streamed one an upper
+    bound from ``max_tokens`` (every language capped at ``max_tokens // seq_len`` windows), else ``None``."""
+    if isinstance(source, PackedCorpus):
+        return sum(int(w.numel()) for w in source.windows.values()) // parts
+    if source.max_tokens is None:
+        return None
+    return len(source.languages) * (source.max_tokens // source.seq_len) * source.seq_len // parts
+
+
+def estimated_tokens(source: PackedCorpus | StreamingCorpus, parts: int = 1, sample: int = 64) -> int:
+    """:func:`expected_tokens`, or for a streamed corpus without ``max_tokens`` an estimate (for the progress
+    bar's total): each file's document count (known from the scan) times the mean tokens (+ EOS) of its first
+    ``sample`` documents, in whole windows."""
+    expected = expected_tokens(source, parts)
+    if expected is not None:
+        return expected
+    total = 0
+    for entry in source.files.values():
+        documents = [doc for _, doc in zip(range(sample), iter_documents(entry.path))]
+        if not documents:
+            continue
+        ids = source.tokenizer(documents, add_special_tokens=False)["input_ids"]
+        mean = sum(len(row) + 1 for row in ids) / len(ids)
+        total += int(mean * entry.documents) // source.seq_len * source.seq_len
+    return total // parts

@@ -115,11 +115,15 @@ def _ordered(artefact: Artefact, suffixes: tuple[str, ...], key: str | tuple[str
     return [(files[n], n, captions.get(n, n)) for n in names]
 
 
-def figures(artefact: Artefact, skip: frozenset[str] = frozenset()) -> str:
-    """Every image file of the artefact, embedded side by side (captions from ``meta.json``'s ``figures`` list);
-    an image already shown in this report links to it."""
-    return figure_grid(image_file(path, caption) for path, name, caption in
-                       _ordered(artefact, tuple(IMAGE_TYPES), "figures") if name not in skip)
+#: figures of one artefact in view; the rest are one click away (a report of four papers stays a few screens)
+FIGURES_SHOWN = 2
+
+
+def figures(artefact: Artefact, skip: frozenset[str] = frozenset(), shown: int | None = FIGURES_SHOWN) -> str:
+    """Every image file of the artefact, embedded side by side (captions from ``meta.json``'s ``figures`` list),
+    the first ``shown`` in view and the rest behind a details element; an image already shown links to it."""
+    return figure_grid((image_file(path, caption) for path, name, caption in
+                        _ordered(artefact, tuple(IMAGE_TYPES), "figures") if name not in skip), shown)
 
 
 def image_file(path: Path, caption: str) -> str:
@@ -151,9 +155,14 @@ def tables(artefact: Artefact, skip: frozenset[str] = frozenset()) -> str:
             parts.append(csv_table(path, caption, collapsed=True))
         else:
             raw.append(records_block(path, caption, str(artefact.path / name)))
-    return "".join(parts + raw)
+    blocks = parts + raw
+    if len(blocks) > TABLES_SHOWN:  # many tables: one line for all of them, each still behind its caption
+        return details(f"Tables and records ({len(blocks)})", "".join(blocks), cls="tables")
+    return "".join(blocks)
 
 
+#: tables listed one per line in a card; more go behind one details element
+TABLES_SHOWN = 3
 MAX_SUMMARY_ITEMS = 10
 
 
@@ -175,7 +184,14 @@ def summary_block(meta: dict[str, Any]) -> str:
         parts.append(f'<p class="card-title">{esc(meta["title"])}</p>')
     if isinstance(meta.get("summary"), dict) and meta["summary"]:
         items = [(humanize(str(key)), _short_value(value)) for key, value in meta["summary"].items()]
-        parts.append('<div class="summary">' + key_values(items) + "</div>")
+        plain = [(key, value) for key, value in items if not isinstance(value, (dict, list))]
+        nested = [(key, value) for key, value in items if isinstance(value, (dict, list))]
+        if plain:
+            parts.append('<div class="summary">' + key_values(plain) + "</div>")
+        if nested:  # per language / type / condition numbers: one click away (the tables hold them all)
+            block = '<div class="summary">' + key_values(nested) + "</div>"
+            parts.append(block if not plain and len(nested) <= 2 else
+                         details(f"Summary by language, type or condition ({len(nested)})", block, cls="tables"))
     return "".join(parts)
 
 

@@ -186,11 +186,16 @@ def details(summary: str, body_html: str, open_: bool = False, cls: str = "") ->
     return f"<details{attributes}><summary>{esc(summary)}</summary>{body_html}</details>"
 
 
-def figure_grid(figures_html: Iterable[str]) -> str:
-    """Figures side by side where the page is wide enough (one per row on a narrow page)."""
+def figure_grid(figures_html: Iterable[str], shown: int | None = None) -> str:
+    """Figures side by side where the page is wide enough (one per row on a narrow page); with ``shown``, the
+    first ``shown`` figures are in view and the rest behind one "more figures" details element."""
     items = [item for item in figures_html if item]
     if not items:
         return ""
+    if shown is not None and len(items) > shown:
+        rest = items[shown:]
+        more = details(f"{len(rest)} more figure{'s' if len(rest) > 1 else ''}", figure_grid(rest), cls="figures-more")
+        return (figure_grid(items[:shown]) if shown > 0 else "") + more
     return f'<div class="figures{" single" if len(items) == 1 else ""}">{"".join(items)}</div>'
 
 

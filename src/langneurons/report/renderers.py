@@ -18,6 +18,7 @@ from langneurons.report.context import content_key
 from langneurons.report.discover import Artefact, Run
 from langneurons.report.html import (Cell, diverging_style, esc, figure, figure_grid, format_number, key_values,
                                      same_as, sequential_style, table, warning)
+from langneurons.report.html import details as html_details
 from langneurons.report.headlines import (
     checkpoint_headline,
     generations_headline,
@@ -168,12 +169,18 @@ def render_neuron_set(artefact: Artefact) -> str:
     loaded = load_neurons(artefact.path)
     if len(loaded.sites) == 1:
         return _render_neuron_site(artefact, loaded)
-    return "".join(f"<h4>Site {site}</h4>" + _render_neuron_site(artefact, loaded.restrict(sites=[site]),
-                                                                 details=index == len(loaded.sites) - 1)
-                   for index, site in enumerate(loaded.sites))
+    first, *others = loaded.sites  # the first site in view, the others one click away
+    rest = "".join(f"<h4>Site {site}</h4>" + _render_neuron_site(artefact, loaded.restrict(sites=[site]), details=False)
+                   for site in others)
+    return (f"<h4>Site {first}</h4>" + _render_neuron_site(artefact, loaded.restrict(sites=[first]), details=False)
+            + html_details(f"Sites {', '.join(others)}", rest, cls="sites")
+            + _render_neuron_site(artefact, loaded, details=True, summary=False))
 
 
-def _render_neuron_site(artefact: Artefact, neurons: Any, details: bool = True) -> str:
+def _render_neuron_site(artefact: Artefact, neurons: Any, details: bool = True, summary: bool = True) -> str:
+    if not summary:  # only the artefact's own files and provenance (after the sites of a multi-site set)
+        return "".join([figures(artefact), tables(artefact),
+                        provenance(artefact, corpora=[("statistics corpus", neurons.source.get("corpus"), None)])])
     total = neurons.num_layers * neurons.width
     sizes = neurons.sizes()
     size_rows = [[lang, n, Cell(f"{n / total:.2%}" if total else "", sort=n / total if total else 0, cls="num")]

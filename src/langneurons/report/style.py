@@ -72,8 +72,8 @@ pre{background:#f7f8fa;border:1px solid var(--line);border-radius:6px;padding:10
 margin:6px 0}
 details{margin:10px 0 0}
 details>summary{cursor:pointer;color:var(--accent);font-size:13.5px;font-weight:600}
-details.table,details.provenance,details.records{margin:4px 0 0;padding:5px 0 0;border-top:1px solid #eef0f3}
-details.table>summary,details.provenance>summary,details.records>summary{font-weight:500;overflow-wrap:anywhere}
+details.table,details.tables,details.provenance,details.records,details.figures-more,details.sites{margin:4px 0 0;padding:5px 0 0;border-top:1px solid #eef0f3}
+details.table>summary,details.tables>summary,details.provenance>summary,details.records>summary,details.figures-more>summary,details.sites>summary{font-weight:500;overflow-wrap:anywhere}
 details.provenance>summary{color:var(--muted)}
 details[open]>summary{margin-bottom:4px}
 p.finding{margin:4px 0 10px;padding:6px 12px;background:#f0f5fb;border-left:4px solid var(--accent);
@@ -81,11 +81,11 @@ border-radius:4px;font-size:14px}
 .summary{margin:4px 0 8px}
 .figures{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(100%,400px),1fr));gap:10px 16px;
 align-items:start;margin:6px 0}
-.figures.single{grid-template-columns:minmax(0,720px)}
+.figures.single{grid-template-columns:minmax(0,560px)}
 .figures figure{margin:0}
 table.records td.text{min-width:14em;max-width:32em}
 figure{margin:10px 0 6px;text-align:center}
-figure img{max-width:100%;max-height:560px;width:auto;height:auto;border:1px solid var(--line);border-radius:6px;
+figure img{max-width:100%;max-height:400px;width:auto;height:auto;border:1px solid var(--line);border-radius:6px;
 background:#fff}
 figure img{cursor:zoom-in}
 figure.zoomed{position:fixed;inset:0;z-index:10;margin:0;background:rgba(255,255,255,.97);display:flex;

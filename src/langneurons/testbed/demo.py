@@ -63,7 +63,8 @@ def run_demo(out: str | Path = "runs/demo", model: str | Path | None = None, cor
     from langneurons.testbed.demo_parts import DemoContext, run_parts
 
     model_path = Path(model) if model else bundled_model_path()
-    if model is None and not (model_path / "config.json").exists():
+    local = model is None or model_path.is_absolute() or model_path.exists() or str(model).startswith(".")
+    if local and not (model_path / "config.json").exists():  # (a hub id such as org/name is loaded as it is)
         raise LangNeuronsError(f"no model at {str(model_path)!r} (the bundled toy model is missing from this install)")
     corpus = Path(corpus) if corpus else demo_corpus_path("train")
     valid = Path(valid) if valid else demo_corpus_path("valid")

@@ -60,7 +60,7 @@ def lape_part(ctx: DemoContext) -> str:
     from langneurons.analysis.layers import layer_distribution
     from langneurons.evaluation.generation import GenerationSettings
     from langneurons.evaluation.perplexity import summary as perplexity_summary
-    from langneurons.evaluation.steering import language_accuracy
+    from langneurons.evaluation.language_accuracy import language_accuracy
 
     stats = ln.record(ctx.loaded, ctx.corpus, seq_len=ctx.seq_len, batch_size=ctx.batch_size, progress=ctx.progress)
     stats.save(ctx.out / "stats")

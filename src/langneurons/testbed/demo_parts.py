@@ -97,7 +97,7 @@ def sharing_part(ctx: DemoContext) -> str:
                              progress=ctx.progress)
     result.save(ctx.out / "sharing", force=True)
     summary = result.summary()
-    shares = ", ".join(f"{name} {summary['mean_share'][name]:.0%}" for name in TYPES)
+    shares = ", ".join(f"{name} {summary['mean_share'][name]:.1%}" for name in TYPES)
     text = f"neuron types over {summary['items']} items: {shares}"
     deactivation = summary.get("deactivation_mean_accuracy")
     if deactivation:

@@ -30,6 +30,23 @@ def test_bundled_model_loads_through_transformers():
     assert size <= 20 * 1024 * 1024
 
 
+def test_the_gelu_sibling_loads_and_is_small():
+    """The GELU sibling: a GPT-2 block with the same tokenizer; both bundled models stay within 40 MB."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = bundled_model_path("toy-gpt2")
+    model = AutoModelForCausalLM.from_pretrained(str(path))
+    assert model.config.model_type == "gpt2" and model.config.n_layer == 6
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    assert (path / "tokenizer.json").read_bytes() == (bundled_model_path() / "tokenizer.json").read_bytes()
+    ids = tokenizer("In the beginning", return_tensors="pt").input_ids
+    assert model(input_ids=ids).logits.shape[-1] == model.config.vocab_size
+    total = sum(f.stat().st_size for name in ("toy-llama", "toy-gpt2") for f in bundled_model_path(name).iterdir())
+    assert total <= 40 * 1024 * 1024
+    with pytest.raises(Exception, match="no bundled model"):
+        bundled_model_path("toy-bloom")
+
+
 def test_demo_corpus_is_aligned():
     from langneurons.data.corpus import load_parallel
 

@@ -16,7 +16,8 @@ def add_parser(subparsers) -> None:
                     "(CPU, about three minutes on two cores). A part that is not installed is skipped and said so.",
     )
     parser.add_argument("--out", default="runs/demo", help="output directory")
-    parser.add_argument("--model", default=None, help="another model directory or hub id instead of the bundled one")
+    parser.add_argument("--model", default=None, help="toy-gpt2 (the bundled GELU sibling), or another model directory or hub id "
+                                                    "(default: the bundled toy-llama)")
     parser.add_argument("--corpus", default=None, help="recording corpus (default: the bundled demo corpus, train part)")
     parser.add_argument("--valid", default=None, help="evaluation corpus (default: the bundled demo corpus, valid part)")
     parser.add_argument("--device", default="cpu", help="torch device")

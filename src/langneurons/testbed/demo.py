@@ -34,9 +34,16 @@ def is_demo_run(path: str | Path) -> bool:
     return bool(entries) and all(name in DEMO_ENTRIES for name in entries)
 
 
-def bundled_model_path() -> Path:
-    """Directory of the bundled toy Llama (``AutoModelForCausalLM.from_pretrained`` loads it)."""
-    return Path(str(resources.files("langneurons") / "assets" / "toy-llama"))
+#: the bundled test-bed models: the toy Llama (the demo's default) and its GELU sibling
+BUNDLED_MODELS = ("toy-llama", "toy-gpt2")
+
+
+def bundled_model_path(name: str = "toy-llama") -> Path:
+    """Directory of a bundled toy model (``AutoModelForCausalLM.from_pretrained`` loads it): ``toy-llama`` or
+    ``toy-gpt2`` (model cards in their ``README.md``)."""
+    if name not in BUNDLED_MODELS:
+        raise LangNeuronsError(f"no bundled model {name!r}; the bundled models are {', '.join(BUNDLED_MODELS)}")
+    return Path(str(resources.files("langneurons") / "assets" / name))
 
 
 def demo_corpus_path(part: str = "train") -> Path:
@@ -62,7 +69,8 @@ def run_demo(out: str | Path = "runs/demo", model: str | Path | None = None, cor
     import langneurons as ln
     from langneurons.testbed.demo_parts import DemoContext, run_parts
 
-    model_path = Path(model) if model else bundled_model_path()
+    model_path = bundled_model_path(str(model)) if str(model) in BUNDLED_MODELS else (
+        Path(model) if model else bundled_model_path())
     local = model is None or model_path.is_absolute() or model_path.exists() or str(model).startswith(".")
     if local and not (model_path / "config.json").exists():  # (a hub id such as org/name is loaded as it is)
         raise LangNeuronsError(f"no model at {str(model_path)!r} (the bundled toy model is missing from this install)")

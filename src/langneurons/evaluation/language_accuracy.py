@@ -29,8 +29,7 @@ from langneurons.evaluation.steering import (
 )
 from langneurons.progress import progress_bar
 from langneurons.recording.parallel_run import active_run
-from langneurons.sets.output import Figure, Output, Table, read_output_meta, read_table, \
-    register_kind
+from langneurons.sets.output import Figure, Output, Table, read_matrix, read_output_meta, register_kind
 
 ACCURACY_KIND = register_kind("language_accuracy", SCHEMA_VERSION, "rows languages, columns normal / steered")
 
@@ -105,16 +104,10 @@ def load_language_accuracy(directory: str | Path) -> LanguageAccuracy:
     """Read a result written by :meth:`LanguageAccuracy.save`."""
     root = Path(directory)
     meta = read_output_meta(root, ACCURACY_KIND, "a language-accuracy result")
-    header, rows = read_table(root / "language_accuracy.csv")
-    try:
-        accuracy = torch.tensor([[float(v) if v else float("nan") for v in row[1:]] for row in rows],
-                                dtype=torch.float64)
-    except ValueError as exc:
-        raise LangNeuronsError(f"{str(root)!r} is not a language-accuracy result: {exc}") from None
+    languages, columns, accuracy = read_matrix(root / "language_accuracy.csv", "a language-accuracy result")
     records = read_generations(root / GENERATIONS_FILE)
     extra = {k: v for k, v in meta.items() if k not in ("languages", "columns", "counts")}
-    return LanguageAccuracy([row[0] for row in rows], accuracy, meta.get("counts", {}), records, extra,
-                            columns=tuple(header[1:]))
+    return LanguageAccuracy(languages, accuracy, meta.get("counts", {}), records, extra, columns=tuple(columns))
 
 
 def accuracy_bars(result: LanguageAccuracy, path: str | Path) -> Path:

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from langneurons.sets.output import Figure, Output, Table, read_output_meta, read_table, register_kind
+from langneurons.sets.output import Figure, Output, Table, read_matrix, read_output_meta, register_kind
 from langneurons._version import __version__
 from langneurons.data.corpus import PackedCorpus, default_seq_len
 from langneurons.data.rank_windows import RankWindows, from_packed, load_rank_windows
@@ -165,13 +165,9 @@ def load_perplexity(directory: str | Path) -> PerplexityMatrix:
     """Read a matrix written by :meth:`PerplexityMatrix.save` (any version of this package)."""
     root = Path(directory)
     meta = read_output_meta(root, KIND, "a perplexity matrix")
-    header, rows = read_table(root / "nll.csv")
-    try:
-        nll = torch.tensor([[float(v) for v in row[1:]] for row in rows], dtype=torch.float64)
-    except ValueError as exc:
-        raise LangNeuronsError(f"{str(root / 'nll.csv')!r} is not a perplexity matrix: {exc}") from None
+    conditions, languages, nll = read_matrix(root / "nll.csv", "a perplexity matrix")
     extra = {k: v for k, v in meta.items() if k not in _OWN_KEYS}
-    return PerplexityMatrix([row[0] for row in rows], header[1:], nll, meta.get("tokens", {}), extra)
+    return PerplexityMatrix(conditions, languages, nll, meta.get("tokens", {}), extra)
 
 
 def random_language(random_languages: list[str], lang: str, column: int) -> str:

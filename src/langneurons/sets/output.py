@@ -272,6 +272,20 @@ def read_table(path: str | Path) -> tuple[list[str], list[list[str]]]:
     return rows[0], rows[1:]
 
 
+def read_matrix(path: str | Path, what: str) -> tuple[list[str], list[str], Any]:
+    """``(row labels, column labels, float64 [rows, columns])`` of a labelled numeric table (blank cells: NaN);
+    a cell that is not a number is a one-line error naming ``what`` the file should be."""
+    import torch
+
+    header, rows = read_table(path)
+    try:
+        values = torch.tensor([[float(v) if v else float("nan") for v in row[1:]] for row in rows],
+                              dtype=torch.float64)
+    except ValueError as exc:
+        raise LangNeuronsError(f"{str(path)!r} is not {what}: {exc}") from None
+    return [row[0] for row in rows], header[1:], values
+
+
 def read_array(directory: str | Path, file: str, mmap: bool = False):
     """A ``numpy`` array written by :class:`Array`, checked against its ``meta.json`` entry (``mmap``: memory-map)."""
     import numpy as np

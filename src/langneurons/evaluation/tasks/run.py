@@ -26,7 +26,7 @@ from langneurons.evaluation.tasks.scoring import BatchContext, ItemScore, score_
 from langneurons.progress import Progress, progress_bar
 from langneurons.recording.parallel_run import active_run
 from langneurons.sets.compatibility import model_provenance
-from langneurons.sets.output import Figure, Output, Records, Table, read_output_meta, read_records, read_table, \
+from langneurons.sets.output import Figure, Output, Records, Table, read_matrix, read_output_meta, read_records, \
     register_kind
 
 SCHEMA_VERSION = 1
@@ -84,15 +84,11 @@ def load_task_result(directory: str | Path) -> TaskResult:
     """Read a result written by :meth:`TaskResult.save`."""
     root = Path(directory)
     meta = read_output_meta(root, KIND, "a task result")
-    header, rows = read_table(root / "accuracy.csv")
-    try:
-        accuracy = torch.tensor([[float(v) for v in row[1:]] for row in rows], dtype=torch.float64)
-    except ValueError as exc:
-        raise LangNeuronsError(f"{str(root / 'accuracy.csv')!r} is not a task result: {exc}") from None
+    conditions, languages, accuracy = read_matrix(root / "accuracy.csv", "a task result")
     items: dict[str, list[ItemScore]] = {}
     for data in read_records(root / "items.jsonl"):
         items.setdefault(data.pop("condition"), []).append(ItemScore(**data))
-    return TaskResult(meta["task"], meta["metric"], [row[0] for row in rows], header[1:], accuracy,
+    return TaskResult(meta["task"], meta["metric"], conditions, languages, accuracy,
                       meta.get("counts", {}), items, {k: v for k, v in meta.items() if k not in _OWN_KEYS})
 
 

@@ -66,7 +66,7 @@ def lape_part(ctx: DemoContext) -> str:
     stats.save(ctx.out / "stats")
     neurons = ln.identify(stats, "lape", top_rate=ctx.top_rate)
     neurons.parameters["why_top_rate"] = (f"the bundled model has only {stats.num_layers * stats.width} neurons; "
-                                          f"the paper's 1% would leave a handful per language")
+                                          f"the paper's 1% would leave a handful per language (see DEMO_TOP_RATE)")
     neurons.save(ctx.out / "lape.neurons")
     matrix = ln.perplexity_matrix(ctx.loaded, ctx.valid, neurons, seq_len=ctx.seq_len, batch_size=ctx.batch_size,
                                   progress=ctx.progress)

@@ -1,4 +1,4 @@
-"""Summaries of a test-bed evaluation folder (written by evaluate.sh).
+"""Summaries of a test-bed evaluation folder (written by lape_check.sh and steer_check.sh).
 
 usage: python summarize.py EVALDIR [EVALDIR ...]   -> prints tables, writes EVALDIR/summary.json
 """
